@@ -1,0 +1,30 @@
+# The two commands of the README's Quick start, and a few helpers.
+# `make run` and `make test` create .venv themselves on a fresh machine.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test install bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Set everything up and start the whole bot on SQLite with demo data.
+run: $(STAMP)
+	$(BIN)/renewdesk run --demo
+
+## Run every test, on SQLite and on a PostgreSQL the tests start themselves.
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

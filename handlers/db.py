@@ -1,0 +1,98 @@
+"""Engine and unit of work: one transaction per operation, SQLite in WAL mode, PostgreSQL via psycopg."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Iterator
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from handlers.errors import TemporaryFailure
+from handlers.settings import Settings
+
+log = logging.getLogger("renewdesk.db")
+
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",        # readers never block the writer
+    "PRAGMA synchronous=NORMAL",      # durable at checkpoints; safe with WAL
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=10000",      # wait for the writer instead of failing at once
+    "PRAGMA temp_store=MEMORY",
+)
+
+
+def make_engine(settings: Settings) -> Engine:
+    """An engine for ``settings.database_url`` with the pragmas and pool each database wants."""
+    url = settings.database_url
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        # Let SQLAlchemy, not the driver, decide where transactions begin (see below).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        for pragma in SQLITE_PRAGMAS:
+            cur.execute(pragma)
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # noqa: ANN001
+        # BEGIN IMMEDIATE takes the write lock up front: two writers queue on busy_timeout
+        # instead of one failing with "database is locked" when it upgrades a read lock.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("readonly") else "BEGIN IMMEDIATE")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors worth retrying later: the database is down, locked or refused the connection."""
+    if isinstance(exc, OperationalError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return False
+
+
+class Database:
+    """The engine and its session factory; ``transaction()`` is the unit of work."""
+
+    def __init__(self, settings: Settings, engine: Engine | None = None):
+        self.settings = settings
+        self.engine = engine or make_engine(settings)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._readonly = sessionmaker(self.engine.execution_options(readonly=True), expire_on_commit=False)
+
+    @contextlib.contextmanager
+    def transaction(self, *, readonly: bool = False) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        A database that is down or locked surfaces as :class:`TemporaryFailure`, which every
+        door translates into "try again later" (451, exit 75, a retry).
+        """
+        factory = self._readonly if readonly else self._sessions
+        try:
+            with factory() as session, session.begin():
+                yield session
+        except (OperationalError, DBAPIError) as exc:
+            if is_transient(exc):
+                raise TemporaryFailure(f"database unavailable: {_short(exc)}") from exc
+            raise
+
+    def ping(self) -> None:
+        with self.transaction(readonly=True) as s:
+            s.connection().exec_driver_sql("SELECT 1")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__

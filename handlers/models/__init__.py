@@ -1,0 +1,13 @@
+"""The typed SQLAlchemy models for every noun of renewdesk; import from here."""
+from handlers.models.accounts import (PERMISSIONS, SERVICE_KINDS, Account, AccountStatus, Contact, Hold,
+                                      Invoicing, Service, ServiceEvent, ServiceStatus, Suspension,
+                                      SuspensionReason)
+from handlers.models.base import Base, UTCDateTime
+from handlers.models.billing import (Invoice, InvoiceLine, InvoiceStatus, LedgerEntry, LedgerKind, Payment,
+                                     PaymentAllocation)
+from handlers.models.mail import InboundMail, InboundStatus, OutboundMail, OutboxStatus, SlackPost
+from handlers.models.ops import AppSetting, AuditEvent, JobRun, Role, StaffMember
+from handlers.models.renewals import DecisionAction, Notice, RenewalDecision, RenewalRequest
+from handlers.models.tickets import Attachment, MessageKind, Ticket, TicketMessage, TicketStatus, TicketWatcher
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,172 @@
+"""The one Settings object: built once per process from the environment, then an optional TOML file.
+
+Nothing else in renewdesk reads ``os.environ``. Every setting has an environment name, a
+default and a line of documentation; the README's settings table lists them all (a test
+keeps the two in step).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import zoneinfo
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from handlers.errors import SettingsError
+
+
+def _setting(env: str, default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of renewdesk, with its default. Build with :func:`load_settings`."""
+
+    database_url: str = _setting(
+        "DATABASE_URL", "sqlite:///./renewdesk.db",
+        "any SQLAlchemy URL; `postgresql+psycopg://user:pass@host/db` for PostgreSQL")
+    port: int = _setting("PORT", 8000, "web: Slack endpoint, renewal pages, `/healthz`")
+    web_host: str = _setting("RENEWDESK_WEB_HOST", "127.0.0.1", "address the web process binds")
+    smtp_host: str = _setting("RENEWDESK_SMTP_HOST", "127.0.0.1", "inbound SMTP/LMTP address")
+    smtp_port: int = _setting("RENEWDESK_SMTP_PORT", 2525, "inbound SMTP/LMTP port")
+    mail_domain: str = _setting(
+        "RENEWDESK_MAIL_DOMAIN", "desk.example.test",
+        "the domain whose addresses the bot owns (support@, billing@, renew+...@)")
+    business_name: str = _setting(
+        "RENEWDESK_BUSINESS_NAME", "Example Hosting", "the name clients see in emails and pages")
+    outbound_smtp_url: str = _setting(
+        "RENEWDESK_OUTBOUND_SMTP_URL", "smtp://127.0.0.1:25",
+        "relay for outgoing mail: `smtp://` (STARTTLS when offered) or `smtps://`, optional "
+        "`user:pass@`; query `?starttls=require`, `?cafile=PATH`")
+    public_url: str = _setting("RENEWDESK_PUBLIC_URL", "http://127.0.0.1:8000", "base of links in emails")
+    timezone: str = _setting(
+        "RENEWDESK_TIMEZONE", "UTC", "the business's timezone for \"which day\" and \"which hour\"")
+    secret_key: str | None = _setting(
+        "RENEWDESK_SECRET_KEY", None, "HMAC key for tokens and tags; generated into the database on first run")
+    slack_bot_token: str | None = _setting("SLACK_BOT_TOKEN", None, "the Slack app's bot token (unset: Slack off)")
+    slack_signing_secret: str | None = _setting(
+        "SLACK_SIGNING_SECRET", None, "the Slack app's signing secret (unset: Slack off)")
+    slack_app_token: str | None = _setting("SLACK_APP_TOKEN", None, "Socket Mode instead of HTTP")
+    slack_channel: str | None = _setting(
+        "RENEWDESK_SLACK_CHANNEL", None, "the staff channel's id for cards and digests")
+    slack_api_url: str | None = _setting(
+        "SLACK_API_URL", None, "base URL of the Slack Web API (unset: Slack's own)")
+    imap_url: str | None = _setting("RENEWDESK_IMAP_URL", None, "`imaps://user:pass@host/INBOX` to poll")
+    templates_dir: str | None = _setting(
+        "RENEWDESK_TEMPLATES_DIR", None, "an operator's templates folder; its files override ours one by one")
+    digest_hour: int = _setting("RENEWDESK_DIGEST_HOUR", 8, "hour (business timezone) of the daily sweeps and digest")
+    outbox_poll_seconds: float = _setting(
+        "RENEWDESK_OUTBOX_POLL_SECONDS", 5.0, "how often the delivery loop looks for due outgoing mail")
+    outbox_max_attempts: int = _setting(
+        "RENEWDESK_OUTBOX_MAX_ATTEMPTS", 8, "delivery attempts before an outgoing mail is marked failed")
+    outbox_backoff_seconds: int = _setting(
+        "RENEWDESK_OUTBOX_BACKOFF_SECONDS", 60, "first retry delay; doubles each attempt (capped at 6 hours)")
+    outbox_lease_seconds: int = _setting(
+        "RENEWDESK_OUTBOX_LEASE_SECONDS", 600,
+        "a claimed row older than this is recovered from a crashed delivery worker")
+    log_level: str = _setting("RENEWDESK_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR")
+    config_file: str | None = _setting(
+        "RENEWDESK_CONFIG", None, "optional TOML file with any of these settings (environment wins)")
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def documented(cls) -> list[tuple[str, str, Any, str]]:
+        """(field, environment name, default, doc) for every setting, in order."""
+        return [(f.name, f.metadata["env"], f.default, f.metadata["doc"]) for f in dataclasses.fields(cls)]
+
+
+def _coerce(name: str, env: str, raw: Any, kind: Any) -> Any:
+    text = str(raw).strip() if not isinstance(raw, (int, float)) or isinstance(raw, bool) else raw
+    try:
+        if kind in ("int", int):
+            return int(text)
+        if kind in ("float", float):
+            return float(text)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{env}: not a number: {raw!r}") from None
+    return None if text == "" else str(text)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build Settings from ``environ`` (default: the process environment), then the TOML file.
+
+    The TOML file (named by ``RENEWDESK_CONFIG``) may use either the field names
+    (``database_url = "..."``) or the environment names; the environment wins over the file,
+    and keyword ``overrides`` win over both (tests use them).
+    """
+    environ = os.environ if environ is None else environ
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    from_file: dict[str, Any] = {}
+    config_path = overrides.get("config_file") or environ.get("RENEWDESK_CONFIG")
+    if config_path:
+        try:
+            data = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SettingsError(f"RENEWDESK_CONFIG: no such file: {config_path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"RENEWDESK_CONFIG: {config_path} is not valid TOML: {exc}") from None
+        by_env = {f.metadata["env"]: f.name for f in fields.values()}
+        for key, value in data.items():
+            name = key if key in fields else by_env.get(key) or by_env.get(key.upper())
+            if name is None:
+                raise SettingsError(f"{config_path}: unknown setting {key!r}")
+            from_file[name] = value
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        env = f.metadata["env"]
+        if name in overrides:
+            values[name] = overrides[name]
+            continue
+        raw = environ.get(env)
+        if raw is None and name in from_file:
+            raw = from_file[name]
+        if raw is not None:
+            values[name] = _coerce(name, env, raw, f.type)
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    """Refuse settings that cannot work, with one line naming the setting."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(settings.database_url)
+    except ArgumentError:
+        raise SettingsError(f"DATABASE_URL: not a database URL: {settings.database_url!r}") from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise SettingsError(
+            f"DATABASE_URL: unsupported database {url.get_backend_name()!r} (use sqlite:/// or postgresql+psycopg://)")
+    for env, port in (("PORT", settings.port), ("RENEWDESK_SMTP_PORT", settings.smtp_port)):
+        if not 0 <= int(port) <= 65535:
+            raise SettingsError(f"{env}: not a port number: {port}")
+    try:
+        zoneinfo.ZoneInfo(settings.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"RENEWDESK_TIMEZONE: unknown timezone {settings.timezone!r}") from None
+    if not 0 <= settings.digest_hour <= 23:
+        raise SettingsError(f"RENEWDESK_DIGEST_HOUR: must be 0 to 23, not {settings.digest_hour}")
+    scheme = urlsplit(settings.outbound_smtp_url).scheme
+    if scheme not in ("smtp", "smtps"):
+        raise SettingsError(
+            f"RENEWDESK_OUTBOUND_SMTP_URL: must start with smtp:// or smtps://, not {settings.outbound_smtp_url!r}")
+    if "@" in settings.mail_domain or "." not in settings.mail_domain:
+        raise SettingsError(f"RENEWDESK_MAIL_DOMAIN: not a domain name: {settings.mail_domain!r}")
+    if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SettingsError(f"RENEWDESK_LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR, not {settings.log_level!r}")
