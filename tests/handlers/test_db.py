@@ -1,0 +1,98 @@
+"""The unit of work and column types keep their promises on both databases."""
+import datetime as dt
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from handlers.errors import TemporaryFailure
+from handlers.models import Account, AuditEvent, Notice
+from handlers.services import Services
+from handlers.settings import load_settings
+
+
+def _account(tx, ref="acme"):
+    acc = Account(ref=ref, name="Acme", currency="EUR", created_at=tx.now)
+    tx.session.add(acc)
+    tx.session.flush()
+    return acc.id
+
+
+def test_run_commits_once_and_rolls_back_on_error(services):
+    """An operation's writes land together or not at all."""
+    def failing(tx):
+        _account(tx, "will-vanish")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        services.run(failing)
+    services.run(_account, "kept")
+    with services.db.transaction(readonly=True) as s:
+        assert [a.ref for a in s.scalars(select(Account))] == ["kept"]
+
+
+def test_times_come_back_aware_utc_and_naive_is_refused(services, clock):
+    """Times round-trip as aware UTC; a naive datetime is an error, not a guess."""
+    local = dt.datetime(2026, 11, 21, 10, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    clock.set(local)
+    acc_id = services.run(_account)
+    with services.db.transaction(readonly=True) as s:
+        created = s.get(Account, acc_id).created_at
+    assert created.tzinfo is not None and created.utcoffset() == dt.timedelta(0)
+    assert created == local
+
+    def naive(tx):
+        tx.session.add(Account(ref="n", name="N", currency="EUR", created_at=dt.datetime(2026, 1, 1)))
+    with pytest.raises(Exception, match="naive datetime"):
+        services.run(naive)
+
+
+def test_notice_unique_key_refuses_a_second_claim(services):
+    """The notice table's unique key is what makes a reminder exactly-once."""
+    acc_id = services.run(_account)
+
+    def claim(tx):
+        tx.session.add(Notice(kind="renewal_reminder", subject_type="service", subject_id=1, occasion="-5d",
+                              occasion_date=dt.date(2026, 12, 1), account_id=acc_id, created_at=tx.now))
+    services.run(claim)
+    with pytest.raises(IntegrityError):
+        services.run(claim)
+    with services.db.transaction(readonly=True) as s:
+        assert s.scalar(select(func.count()).select_from(Notice)) == 1
+
+
+def test_audit_records_actor_and_subject(services):
+    def op(tx):
+        acc_id = _account(tx)
+        tx.audit("account.create", subject=("account", acc_id), account_id=acc_id, name="Acme")
+    services.run(op, actor="staff:U1")
+    with services.db.transaction(readonly=True) as s:
+        ev = s.scalars(select(AuditEvent)).one()
+    assert (ev.actor, ev.action, ev.subject_type, ev.detail) == ("staff:U1", "account.create", "account", {"name": "Acme"})
+
+
+def test_secret_key_is_generated_once_and_shared(settings, clock):
+    """Without RENEWDESK_SECRET_KEY the key is generated into the database and reused by every process."""
+    no_key = settings.replace(secret_key=None)
+    a, b = Services(no_key, clock=clock), Services(no_key, clock=clock)
+    try:
+        assert a.secret_key == b.secret_key and len(a.secret_key) >= 32
+        assert a.sign("ticket", "7") == b.sign("ticket", "7") != a.sign("ticket", "8")
+    finally:
+        a.close(); b.close()
+
+
+def test_unreachable_database_is_a_temporary_failure(tmp_path, clock):
+    """A database that cannot be opened surfaces as TemporaryFailure (451 / exit 75), not a crash."""
+    svc = Services(load_settings({}, database_url=f"sqlite:///{tmp_path}/missing/dir/x.db"), clock=clock)
+    with pytest.raises(TemporaryFailure, match="database unavailable"):
+        svc.db.ping()
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(services):
+    if not services.settings.is_sqlite:
+        pytest.skip("SQLite pragmas only")
+    with services.db.transaction(readonly=True) as s:
+        conn = s.connection()
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
