@@ -1,0 +1,75 @@
+"""The one module that renders templates: ``templates/email/<intent>.{subject,txt,html}.j2``.
+
+HTML is autoescaped, every template is StrictUndefined (a missing variable is an error, not
+an empty string), and an operator's templates folder (``RENEWDESK_TEMPLATES_DIR``) overrides
+ours file by file.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import markupsafe
+
+from handlers.settings import Settings
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+@functools.lru_cache(maxsize=8)
+def environment(operator_dir: str | None = None) -> jinja2.Environment:
+    """A jinja2 environment: operator's folder first, then ours."""
+    loaders: list[jinja2.BaseLoader] = []
+    if operator_dir:
+        loaders.append(jinja2.FileSystemLoader(operator_dir))
+    loaders.append(jinja2.FileSystemLoader(str(TEMPLATES)))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=False),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["money"] = _money
+    env.filters["nl2br"] = _nl2br
+    return env
+
+
+def _nl2br(text: str) -> markupsafe.Markup:
+    """Escape ``text``, then keep its line breaks as ``<br>``."""
+    return markupsafe.Markup("<br>\n").join(markupsafe.escape(line) for line in str(text).split("\n"))
+
+
+def _money(minor: int, currency: str) -> str:
+    from handlers.money import fmt
+    return fmt(minor, currency)
+
+
+def render_email(settings: Settings, intent: str, context: dict[str, Any]) -> RenderedEmail:
+    """Render the three parts of email ``intent`` with ``context`` plus the common variables."""
+    env = environment(settings.templates_dir)
+    ctx = {"business_name": settings.business_name, "public_url": settings.public_url.rstrip("/"),
+           "mail_domain": settings.mail_domain, **context}
+    subject = env.get_template(f"email/{intent}.subject.j2").render(ctx)
+    return RenderedEmail(
+        subject=" ".join(subject.split()),  # one line, whatever the template or its input did
+        text=env.get_template(f"email/{intent}.txt.j2").render(ctx),
+        html=env.get_template(f"email/{intent}.html.j2").render(ctx),
+    )
+
+
+def render_web(settings: Settings, name: str, context: dict[str, Any]) -> str:
+    """Render ``templates/web/<name>.html.j2`` (autoescaped)."""
+    ctx = {"business_name": settings.business_name, "public_url": settings.public_url.rstrip("/"), **context}
+    return environment(settings.templates_dir).get_template(f"web/{name}.html.j2").render(ctx)

@@ -1,0 +1,95 @@
+"""Queueing outgoing mail: same transaction as the cause, exactly-once keys, safe headers, templates."""
+import email
+import email.policy
+
+import jinja2
+import pytest
+from sqlalchemy import func, select
+
+from handlers import render
+from handlers.models import AuditEvent, OutboundMail
+from handlers.outbox import LOOP_HEADER, Recipient, queue_email
+
+CTX = {"subject": "Your renewal", "body": "Hello <b>world</b>\nsecond line", "recipient_name": "Ann"}
+
+
+def _queue(tx, **kw):
+    kw.setdefault("to", [Recipient("ann@acme.test", "Ann Owner")])
+    return queue_email(tx, "staff_message", dict(CTX), **kw)
+
+
+def _parsed(row):
+    return email.message_from_bytes(row.raw, policy=email.policy.default)
+
+
+def test_mail_is_queued_only_if_its_transaction_commits(services):
+    """State and its email move together: a failing operation leaves no mail behind."""
+    def failing(tx):
+        _queue(tx)
+        raise RuntimeError("the state change failed")
+    with pytest.raises(RuntimeError):
+        services.run(failing)
+    services.run(_queue)
+    with services.db.transaction(readonly=True) as s:
+        assert s.scalar(select(func.count()).select_from(OutboundMail)) == 1
+        assert s.scalars(select(AuditEvent.action)).all() == ["email.queue"]
+
+
+def test_every_mail_carries_our_identity_and_loop_headers(services):
+    """Message-ID from our domain, RFC 3834 Auto-Submitted, our loop header, text + HTML parts."""
+    row = services.run(_queue)
+    msg = _parsed(row)
+    assert msg["Message-ID"].endswith("@desk.example.test>") and msg["Message-ID"] == row.message_id
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg[LOOP_HEADER] == "desk.example.test"
+    assert msg["From"].addresses[0].addr_spec == "support@desk.example.test"
+    assert row.mail_from == "bounces@desk.example.test"
+    assert msg.get_content_type() == "multipart/alternative"
+    text, html = (p.get_content() for p in msg.iter_parts())
+    assert "Hello <b>world</b>" in text                      # plain text is left as written
+    assert "Hello &lt;b&gt;world&lt;/b&gt;<br>" in html      # HTML is escaped, line breaks kept
+    assert "<b>world" not in html
+
+
+def test_header_injection_through_subject_or_name_adds_no_header(services):
+    """A CR/LF in a subject or a contact name cannot smuggle a header into the mail."""
+    def op(tx):
+        return queue_email(tx, "staff_message", {**CTX, "subject": "Hi\r\nBcc: victim@evil.test"},
+                           to=[Recipient("ann@acme.test", "Ann\r\nX-Evil: 1")])
+    row = services.run(op)
+    msg = _parsed(row)
+    assert msg["Bcc"] is None and msg["X-Evil"] is None
+    assert msg["Subject"] == "Hi Bcc: victim@evil.test"
+    headers = row.raw.split(b"\r\n\r\n", 1)[0]
+    assert b"\r\nBcc:" not in headers and b"\r\nX-Evil" not in headers
+    assert row.recipients == ["ann@acme.test"]
+
+
+def test_dedupe_key_makes_a_mail_exactly_once(services):
+    """Queueing the same key twice (a re-run) yields the first row, not a second mail."""
+    first = services.run(_queue, dedupe_key="notice:1:ann@acme.test")
+    second = services.run(_queue, dedupe_key="notice:1:ann@acme.test")
+    assert first.id == second.id
+    with services.db.transaction(readonly=True) as s:
+        assert s.scalar(select(func.count()).select_from(OutboundMail)) == 1
+
+
+def test_missing_template_variable_is_an_error_not_blank(services):
+    """StrictUndefined: a template that needs a value it was not given fails loudly."""
+    def op(tx):
+        return queue_email(tx, "staff_message", {"subject": "x"}, to=["ann@acme.test"])
+    with pytest.raises(jinja2.UndefinedError):
+        services.run(op)
+
+
+def test_operator_templates_override_ours_file_by_file(services, tmp_path):
+    """An operator's folder replaces just the files it has; the rest come from ours."""
+    (tmp_path / "email").mkdir()
+    (tmp_path / "email" / "staff_message.subject.j2").write_text("[Custom] {{ subject }}")
+    services.settings = services.settings.replace(templates_dir=str(tmp_path))
+    try:
+        msg = _parsed(services.run(_queue))
+    finally:
+        render.environment.cache_clear()
+    assert msg["Subject"] == "[Custom] Your renewal"
+    assert "Hello Ann" in msg.get_body(("plain",)).get_content()   # ours, not overridden
