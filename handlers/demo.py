@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from handlers.importer import ImportResult, import_document
+from handlers.importer import ImportResult, Progress, import_document
 from handlers.models import Account
 
 # The default renewal reminder offsets: days, then calendar months, before expiry.
@@ -45,10 +45,10 @@ def demo_document(today: dt.date) -> dict[str, Any]:
     return {"accounts": [_northwind(d), _bramble(d), _harbour(d), _pixelworks(d), _fernhill(d)]}
 
 
-def load_demo(tx: Any) -> ImportResult:
+def load_demo(tx: Any, progress: Progress | None = None) -> ImportResult:
     """Import the demo data set dated from today in the business's timezone."""
     today = tx.now.astimezone(tx.settings.tz).date()
-    return import_document(tx, demo_document(today))
+    return import_document(tx, demo_document(today), progress)
 
 
 def demo_is_loaded(session: Session) -> bool:
@@ -127,11 +127,11 @@ def _northwind(d: _Dates) -> dict[str, Any]:
             _invoice("NW-1003", d.days(-2), d.days(12), [("SSL certificate, 1 year", "49.00", "9.80")], paid="0.00"),
         ],
         "tickets": [
-            {"ref": "demo-nw-1", "subject": "Mail for dev@ bounces since this morning", "status": "open",
+            {"ref": "demo-nw-1", "subject": "Mail for dev@ bounces since yesterday", "status": "open",
              "opened_by": "dev@northwind.test", "messages": [
                  _msg("dev@northwind.test", "client",
-                      "Hi, since this morning mail to dev@northwind.test bounces with 550. Can you check?",
-                      d.at(0, "07:40"))]},
+                      "Hi, since yesterday afternoon mail to dev@northwind.test bounces with 550. Can you check?",
+                      d.at(1, "16:40"))]},
             {"ref": "demo-nw-2", "subject": "Move northwind-shop.test to the new hosting plan", "status": "waiting",
              "opened_by": "anna@northwind.test", "messages": [
                  _msg("anna@northwind.test", "client", "Please move the shop to Hosting Business.", d.at(3, "10:05")),

@@ -9,10 +9,11 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 from handlers.errors import InvalidInput
+from handlers.import_plan import (AccountPlan, ChargePlan, ContactPlan, ImportPlan, InvoicePlan, LinePlan, MessagePlan,
+                                  ServicePlan, TicketPlan, charge_ledger_ref)
 from handlers.models import PERMISSIONS, SERVICE_KINDS, Invoicing, MessageKind, ServiceStatus, TicketStatus
 from handlers.money import to_minor
 
@@ -35,110 +36,6 @@ LINE_KEYS = ("text", "amount", "tax")
 CHARGE_KEYS = ("ref", "on", "amount", "text")
 TICKET_KEYS = ("ref", "subject", "status", "archived", "opened_by", "messages")
 MESSAGE_KEYS = ("from", "kind", "body", "at")
-
-
-# -- the plan: what the file asks for, checked and normalised (None = "not given") -------------
-
-@dataclass(frozen=True)
-class ContactPlan:
-    email: str
-    name: str | None
-    permissions: tuple[str, ...] | None
-    email_prefs: dict[str, bool] | None
-    is_owner: bool = False
-
-
-@dataclass(frozen=True)
-class ServicePlan:
-    ref: str
-    kind: str
-    name: str | None
-    status: ServiceStatus | None
-    expires_on: dt.date | None
-    period_years: int | None
-    price_minor: int | None
-    auto_renew: bool | None
-
-
-@dataclass(frozen=True)
-class LinePlan:
-    text: str
-    amount_minor: int
-    tax_minor: int
-
-
-@dataclass(frozen=True)
-class InvoicePlan:
-    number: str
-    issued_on: dt.date
-    due_on: dt.date
-    lines: tuple[LinePlan, ...]
-    paid_minor: int | None
-    path: str
-
-    @property
-    def total_minor(self) -> int:
-        return sum(line.amount_minor + line.tax_minor for line in self.lines)
-
-
-@dataclass(frozen=True)
-class ChargePlan:
-    ref: str
-    ledger_ref: str
-    on: dt.date
-    amount_minor: int
-    text: str | None
-    path: str
-
-
-@dataclass(frozen=True)
-class MessagePlan:
-    author: str
-    kind: MessageKind
-    body: str
-    at: dt.datetime
-
-
-@dataclass(frozen=True)
-class TicketPlan:
-    ref: str
-    subject: str
-    status: TicketStatus | None
-    archived: bool | None
-    opened_by: str | None
-    messages: tuple[MessagePlan, ...]
-    path: str
-
-
-@dataclass(frozen=True)
-class AccountPlan:
-    ref: str
-    name: str
-    currency: str
-    owner: ContactPlan
-    contacts: tuple[ContactPlan, ...]
-    credit_limit_minor: int | None
-    auto_suspend: bool | None
-    invoicing: Invoicing | None
-    sales_contact: str | None  # "" clears it
-    overdue_notices: bool | None
-    services: tuple[ServicePlan, ...]
-    invoices: tuple[InvoicePlan, ...]
-    charges: tuple[ChargePlan, ...]
-    tickets: tuple[TicketPlan, ...]
-    path: str
-
-
-@dataclass(frozen=True)
-class ImportPlan:
-    accounts: tuple[AccountPlan, ...]
-
-
-def charge_ledger_ref(account_ref: str, ref: str) -> str:
-    """The ledger ref of an imported charge; ':' and '%' are escaped so no two pairs collide."""
-    def esc(s: str) -> str:
-        return s.replace("%", "%25").replace(":", "%3A")
-    return f"import:charge:{esc(account_ref)}:{esc(ref)}"
 
 
 # -- reading one JSON object -------------------------------------------------------------------

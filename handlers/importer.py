@@ -45,19 +45,20 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import func, select
 
 from handlers.errors import InvalidInput
-from handlers.import_format import (AccountPlan, ChargePlan, ContactPlan, ImportPlan, InvoicePlan, ServicePlan,
-                                    TicketPlan, validate)
-from handlers.models import (PERMISSIONS, Account, Contact, Invoice, InvoiceLine, InvoiceStatus, LedgerEntry,
-                             LedgerKind, Payment, PaymentAllocation, Service, ServiceEvent, ServiceStatus, Ticket,
-                             TicketMessage, TicketStatus, TicketWatcher)
+from handlers.import_format import validate
+from handlers.import_plan import AccountPlan, ChargePlan, ContactPlan, ImportPlan, InvoicePlan, ServicePlan, TicketPlan
+from handlers.models import (PERMISSIONS, Account, AccountStatus, Contact, Invoice, InvoiceLine, InvoiceStatus,
+                             Invoicing, LedgerEntry, LedgerKind, Payment, PaymentAllocation, Service, ServiceEvent,
+                             ServiceStatus, Ticket, TicketMessage, TicketStatus, TicketWatcher)
 
-__all__ = ["ImportPlan", "ImportResult", "apply", "import_document", "load_json", "validate"]
+__all__ = ["ImportPlan", "ImportResult", "Progress", "apply", "import_document", "load_json", "validate"]
 
+Progress = Callable[[int, int], None]
 KINDS = ("accounts", "contacts", "services", "invoices", "payments", "charges", "tickets", "messages")
 STATES = ("created", "updated", "unchanged")
 _SINGULAR = {"accounts": "account", "contacts": "contact", "services": "service", "invoices": "invoice",
@@ -107,19 +108,24 @@ def load_json(path: str | Path) -> object:
         raise InvalidInput(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
 
 
-def import_document(tx: Any, data: object) -> ImportResult:
+def import_document(tx: Any, data: object, progress: Progress | None = None) -> ImportResult:
     """Validate ``data`` and apply it in ``tx``."""
-    return apply(tx, validate(data))
+    return apply(tx, validate(data), progress)
 
 
-def apply(tx: Any, plan: ImportPlan) -> ImportResult:
-    """Create or update everything in ``plan`` inside the caller's transaction."""
+def apply(tx: Any, plan: ImportPlan, progress: Progress | None = None) -> ImportResult:
+    """Create or update everything in ``plan`` inside the caller's transaction.
+
+    ``progress(done, total)`` is called after each account, for a terminal's progress line.
+    """
     result = ImportResult()
     refs = [a.ref for a in plan.accounts]
     existing = {a.ref: a for a in _in_chunks(tx.session, Account, Account.ref, refs)}
     applier = _Applier(tx, result)
-    for plan_account in plan.accounts:
+    for done, plan_account in enumerate(plan.accounts, start=1):
         applier.account(plan_account, existing.get(plan_account.ref))
+        if progress is not None:
+            progress(done, len(plan.accounts))
     tx.session.flush()
     return result
 
@@ -165,9 +171,8 @@ class _Applier:
         if acc is None:
             acc = Account(ref=p.ref, name=p.name, currency=p.currency, created_at=self.tx.now,
                           credit_limit_minor=p.credit_limit_minor or 0, auto_suspend=bool(p.auto_suspend),
-                          overdue_notices=p.overdue_notices is not False, sales_contact=p.sales_contact or None)
-            if p.invoicing is not None:
-                acc.invoicing = p.invoicing
+                          overdue_notices=p.overdue_notices is not False, sales_contact=p.sales_contact or None,
+                          invoicing=p.invoicing or Invoicing.electronic, status=AccountStatus.active)
             self.s.add(acc)
             self.s.flush()
             fields, state = [], "created"
@@ -262,9 +267,9 @@ class _Applier:
     def invoice(self, acc: Account, ip: InvoicePlan, inv: Invoice | None) -> None:
         """Create an invoice with its ledger charge, or bring an existing one up to date."""
         if inv is None:
-            inv = Invoice(account_id=acc.id, number=ip.number, status=InvoiceStatus.issued, currency=acc.currency,
-                          issued_on=ip.issued_on, due_on=ip.due_on, total_minor=ip.total_minor, paid_minor=0,
-                          created_at=self.tx.now)
+            inv = Invoice(account_id=acc.id, number=ip.number, status=_status_for(ip.total_minor, 0),
+                          currency=acc.currency, issued_on=ip.issued_on, due_on=ip.due_on,
+                          total_minor=ip.total_minor, paid_minor=0, created_at=self.tx.now)
             inv.lines = [InvoiceLine(position=i, text=line.text, amount_minor=line.amount_minor,
                                      tax_minor=line.tax_minor) for i, line in enumerate(ip.lines, start=1)]
             self.s.add(inv)

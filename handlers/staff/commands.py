@@ -88,8 +88,7 @@ def describe(command: Command) -> dict[str, Any]:
             "destructive": command.destructive, "available": is_available(command.name)}
 
 
-def _lines(commands: Sequence[Command]) -> list[str]:
-    width = min(max(len(c.usage) for c in commands), 44)
+def _lines(commands: Sequence[Command], width: int) -> list[str]:
     lines = []
     for c in commands:
         note = "" if is_available(c.name) else " (not available yet)"
@@ -102,11 +101,12 @@ def _lines(commands: Sequence[Command]) -> list[str]:
 
 def _overview(commands: Sequence[Command], title: str) -> Reply:
     areas, text = [], []
+    width = min(max(len(c.usage) for c in commands), 40)
     for area, heading in AREAS:
         members = [c for c in commands if c.area == area]
         if members:
             areas.append({"area": area, "title": heading, "commands": [describe(c) for c in members]})
-            text += [heading, *_lines(members)]
+            text += [heading, *_lines(members, width)]
     return Reply(title=title, text="\n".join(text), data={"areas": areas})
 
 

@@ -12,11 +12,8 @@ from typing import Any, Callable, Sequence
 from handlers.errors import InvalidInput
 from handlers.models import Role
 
-ROLES = tuple(r.value for r in Role)
-EVERYONE = ROLES
-ADMIN = ("admin",)
-BILLING = ("admin", "billing")
-SUPPORT = ("admin", "support")
+ROLES = EVERYONE = tuple(r.value for r in Role)
+ADMIN, BILLING, SUPPORT = ("admin",), ("admin", "billing"), ("admin", "support")
 
 # A final positional with one of these names takes the rest of the words.
 REST_NAMES = ("TEXT", "REASON", "COMMAND")
@@ -25,7 +22,6 @@ REST_NAMES = ("TEXT", "REASON", "COMMAND")
 @dataclass(frozen=True)
 class Positional:
     """``ACCOUNT``, ``[AMOUNT]``, ``ACCOUNT|SERVICE``, ``[@staff|me]``, a rest-of-line ``TEXT``."""
-
     key: str
     names: tuple[str, ...]
     required: bool
@@ -39,7 +35,6 @@ class Positional:
 @dataclass(frozen=True)
 class Flag:
     """``[--open]``; flags declared together (``[--a|--b]``) exclude each other."""
-
     name: str
     key: str
     group: tuple[str, ...]
@@ -48,7 +43,6 @@ class Flag:
 @dataclass(frozen=True)
 class Option:
     """``[--ref REF]`` or ``[--days 90]`` (the value written is the default)."""
-
     name: str
     key: str
     metavar: str
@@ -58,7 +52,6 @@ class Option:
 @dataclass(frozen=True)
 class Command:
     """One command: its words, usage line, summary, who may run it, and its parameters."""
-
     words: tuple[str, ...]
     usage: str
     summary: str
@@ -84,68 +77,44 @@ class Command:
 @dataclass(frozen=True)
 class Parsed:
     """A command and its arguments, converted to their types, with defaults filled in."""
-
     command: Command
     args: dict[str, Any]
 
 
 # -- value types ------------------------------------------------------------------------------
 
-def _ticket_id(raw: str) -> int:
-    m = re.fullmatch(r"#?(?:t-?)?(\d{1,12})", raw.strip(), re.I)
-    if not m or int(m.group(1)) == 0:
-        raise ValueError("not a ticket id (T-12, #12 or 12)")
-    return int(m.group(1))
+def _pattern(regex: str, problem: str, convert: Callable[[re.Match[str]], Any]) -> Callable[[str], Any]:
+    """A value type: the whole word must match ``regex`` (ASCII, any case)."""
+    def parse(raw: str) -> Any:
+        m = re.fullmatch(regex, raw.strip(), re.I | re.A)
+        if m is None:
+            raise ValueError(problem)
+        return convert(m)
+    return parse
 
 
-def _positive_int(raw: str) -> int:
-    text = raw.strip().lstrip("#")
-    if not text.isdigit() or int(text) <= 0 or len(text) > 12:
-        raise ValueError("not a positive whole number")
-    return int(text)
+_ticket_id = _pattern(r"#?(?:t-?)?0*([1-9]\d{0,11})", "not a ticket id (T-12, #12 or 12)", lambda m: int(m[1]))
+_positive_int = _pattern(r"#?0*([1-9]\d{0,11})", "not a positive whole number", lambda m: int(m[1]))
+_date = _pattern(r"\d{4}-\d{2}-\d{2}", "not a date (YYYY-MM-DD)", lambda m: dt.date.fromisoformat(m[0]))
+_role = _pattern("|".join(ROLES), f"not a role (one of {', '.join(ROLES)})", lambda m: Role(m[0].lower()))
+_invoice_number = _pattern(r"[^\s,]{1,64}", "not an invoice number", lambda m: m[0])
+# Slack writes a mention as <@U123|ann>; people type U123 or @U123.
+slack_user_id = _pattern(r"<@([a-z0-9]+)(?:\|[^>]*)?>|@?([a-z0-9]+)", "not a Slack user id (U0123ABC)",
+                         lambda m: (m[1] or m[2]).upper())
 
 
 def _amount(raw: str) -> Decimal:
     try:
         value = Decimal(raw.strip().replace(",", ""))
     except InvalidOperation:
-        raise ValueError("not an amount (12.50)") from None
+        value = Decimal("NaN")
     if not value.is_finite():
         raise ValueError("not an amount (12.50)")
     return value
 
 
-def _date(raw: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(raw.strip())
-    except ValueError:
-        raise ValueError("not a date (YYYY-MM-DD)") from None
-
-
-def _role(raw: str) -> Role:
-    try:
-        return Role(raw.strip().lower())
-    except ValueError:
-        raise ValueError(f"not a role (one of {', '.join(ROLES)})") from None
-
-
-def slack_user_id(raw: str) -> str:
-    """``U123``, ``@U123`` or Slack's escaped mention ``<@U123|ann>`` → ``U123``."""
-    m = re.fullmatch(r"<@([A-Za-z0-9]+)(?:\|[^>]*)?>|@?([A-Za-z0-9]+)", raw.strip())
-    if not m:
-        raise ValueError("not a Slack user id (U0123ABC)")
-    return (m.group(1) or m.group(2)).upper()
-
-
 def _staff_or_me(raw: str) -> str:
     return "me" if raw.strip().lower() == "me" else slack_user_id(raw)
-
-
-def _invoice_number(raw: str) -> str:
-    text = raw.strip()
-    if not text or len(text) > 64:
-        raise ValueError("not an invoice number")
-    return text
 
 
 def _invoice_list(raw: str) -> list[str]:
@@ -219,51 +188,47 @@ AREAS = (("general", "General"), ("accounts", "Accounts"), ("tickets", "Tickets"
 
 COMMANDS: tuple[Command, ...] = (
     declare("general", "help [COMMAND]", "all commands, or one command's usage and who may use it", EVERYONE),
-    declare("accounts", "account show ACCOUNT",
-            "balance, credit limit, services, due invoices, open tickets, holds", EVERYONE),
-    declare("accounts", "account history ACCOUNT",
-            "services' status history, invoices, payments, emails sent", EVERYONE),
+    declare("accounts", "account show ACCOUNT", "balance, credit limit, services, due invoices, open tickets, holds",
+            EVERYONE),
+    declare("accounts", "account history ACCOUNT", "services' status history, invoices, payments, emails sent",
+            EVERYONE),
     declare("tickets", "ticket list [--open|--archived|--all] [--account ACCOUNT]",
             "tickets, open ones unless asked otherwise", EVERYONE),
     declare("tickets", "ticket show T", "a ticket with its messages", EVERYONE),
     declare("tickets", "ticket reply T TEXT", "emailed to the client, threaded; also shown in the Slack thread",
             SUPPORT, writes=True),
     declare("tickets", "ticket note T TEXT", "internal, never emailed", SUPPORT, writes=True),
-    declare("tickets", "ticket assign T [@staff|me]", "assign a ticket to a staff member (default: you)",
-            SUPPORT, writes=True),
+    declare("tickets", "ticket assign T [@staff|me]", "assign to a staff member (default: you)", SUPPORT, writes=True),
     declare("tickets", "ticket close T", "close a ticket", SUPPORT, writes=True),
     declare("tickets", "ticket archive T", "archive a ticket", SUPPORT, writes=True),
     declare("tickets", "ticket unarchive T", "bring an archived ticket back", SUPPORT, writes=True),
     declare("billing", "invoice list [--due|--overdue|--paid|--all] [--account ACCOUNT]",
             "invoices, due ones unless asked otherwise", EVERYONE),
     declare("billing", "invoice show N", "an invoice with its lines, tax and payments", EVERYONE),
-    declare("billing", "invoice paid N [AMOUNT] [--ref REF]",
-            "records a payment; a partial amount leaves the rest due", BILLING, writes=True),
+    declare("billing", "invoice paid N [AMOUNT] [--ref REF]", "records a payment; a partial amount leaves the rest due",
+            BILLING, writes=True),
     declare("billing", "invoice remind N", "sends the reminder now", BILLING, writes=True),
     declare("billing", "invoice void N [REASON]", "void an invoice", BILLING, destructive=True),
     declare("billing", "payment record ACCOUNT AMOUNT [--invoices N,N,...] [--ref REF]",
             "one payment spread over several invoices, oldest first unless listed", BILLING, destructive=True),
     declare("billing", "charge add ACCOUNT AMOUNT TEXT", "manual charge on the ledger", BILLING, writes=True),
-    declare("billing", "credit-limit ACCOUNT AMOUNT", "set the credit limit; may be negative", BILLING,
-            writes=True),
+    declare("billing", "credit-limit ACCOUNT AMOUNT", "set the credit limit; may be negative", BILLING, writes=True),
     declare("services", "suspend ACCOUNT|SERVICE [REASON]", "reason-coded; emails the client", BILLING,
             destructive=True),
     declare("services", "unsuspend ACCOUNT|SERVICE", "lift a suspension", BILLING, writes=True),
-    declare("services", "hold ACCOUNT [--until DATE] [REASON]",
-            "no automatic suspension or removal for that account", BILLING, writes=True),
+    declare("services", "hold ACCOUNT [--until DATE] [REASON]", "no automatic suspension or removal for that account",
+            BILLING, writes=True),
     declare("services", "unhold ACCOUNT", "lift a hold", BILLING, writes=True),
     declare("renewals", "renewals due [--days 90] [--account ACCOUNT]", "services expiring soon", EVERYONE),
-    declare("renewals", "renewal link ACCOUNT",
-            "an audited link to that client's renewal page (acting for the client)", ("admin", "billing", "support"),
-            writes=True),
+    declare("renewals", "renewal link ACCOUNT", "an audited link to that client's renewal page (acting for the client)",
+            ("admin", "billing", "support"), writes=True),
     declare("renewals", "forecast [--days 1]", "what the automation will do: reminders, suspensions, removals",
             EVERYONE),
     declare("renewals", "digest", "the daily digest, now", BILLING, writes=True),
     declare("inbox", "inbox [--quarantined]", "inbound mail waiting or quarantined", EVERYONE),
     declare("inbox", "inbox retry ID", "process a stored message again", SUPPORT, writes=True),
     declare("team", "team list", "staff and their roles", EVERYONE),
-    declare("team", "team add SLACK_USER_ID ROLE", "add a staff member or change their role "
-            "(admin, billing, support, readonly)", ADMIN, writes=True),
+    declare("team", "team add SLACK_USER_ID ROLE", "add a staff member or change their role", ADMIN, writes=True),
     declare("team", "team remove SLACK_USER_ID", "remove a staff member", ADMIN, writes=True),
 )
 
@@ -271,6 +236,9 @@ BY_NAME: dict[str, Command] = {c.name: c for c in COMMANDS}
 
 
 # -- input → tokens ---------------------------------------------------------------------------
+
+_SPACE = re.compile(r"\s*")
+
 
 @dataclass(frozen=True)
 class Token:
@@ -292,7 +260,7 @@ def tokenize(line: str) -> list[Token]:
             if value is None:
                 return tokens
             after = lex.instream.tell()
-            start = len(quoted[before:]) - len(quoted[before:].lstrip()) + before
+            start = _SPACE.match(quoted, before).end()
             end = after - 1 if after > start and quoted[after - 1].isspace() else after
             tokens.append(Token(value, start, end))
     except ValueError:
@@ -329,7 +297,7 @@ def parse(words: str | Sequence[str]) -> Parsed:
     command = _match(values)
     if command is None:
         group = [c for c in COMMANDS if c.words[0] == values[0].lower()]
-        guess, _ = nearest(values, group or COMMANDS)
+        guess, _ = nearest(values, group if len(values) == 1 and group else COMMANDS)
         if group and len(values) == 1:
             raise InvalidInput(f"`{values[0]}` needs one of: {', '.join(c.words[1] for c in group)}",
                                hint=guess.hint())
@@ -379,7 +347,8 @@ def _arguments(command: Command, tokens: list[Token], line: str | None) -> dict[
         elif slots:
             taken.append((slots.pop(0), [i]))
         else:
-            raise InvalidInput(f"unexpected `{value}`", hint=command.hint())
+            quote = "; put a name with spaces in quotes" if command.positionals else ""
+            raise InvalidInput(f"unexpected `{value}`{quote}", hint=command.hint())
         i += 1
     for slot in slots:
         if slot.required:

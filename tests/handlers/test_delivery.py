@@ -117,6 +117,7 @@ def test_wrong_password_is_retried_not_lost(services, tmp_path):
     assert report.retried == 1 and row.status == OutboxStatus.queued and "login" in row.last_error
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_smtps_implicit_tls(services, tmp_path):
     """smtps:// speaks TLS from the first byte and checks the relay's certificate."""
     cert = self_signed_cert(tmp_path)

@@ -1,0 +1,6 @@
+"""`python -m renewdesk` is the `renewdesk` command."""
+import sys
+
+from renewdesk.cli import main
+
+sys.exit(main())

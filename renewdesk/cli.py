@@ -1,0 +1,217 @@
+"""The `renewdesk` command: the Procfile's processes and the operator's tools.
+
+Errors become one line on stderr and an exit code (see handlers.errors); nothing here holds a
+business rule: each command calls an operation through ``services.run``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+from typing import Any, Sequence
+
+from handlers.errors import RenewdeskError, TemporaryFailure, Unavailable
+from handlers.settings import load_settings
+from renewdesk import bootstrap
+
+log = logging.getLogger("renewdesk")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="renewdesk", description="Support and renewal bot: mail, Slack, scheduler.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="everything in one process: web, SMTP, scheduler, inbox, outbox")
+    run.add_argument("--demo", action="store_true", help="load the demo data set first if the database is empty")
+    sub.add_parser("web", help="Slack endpoint, renewal pages and /healthz")
+    smtp = sub.add_parser("smtp", help="inbound SMTP (or LMTP) into the inbox")
+    smtp.add_argument("--lmtp", action="store_true")
+    sub.add_parser("imap", help="poll RENEWDESK_IMAP_URL into the inbox")
+    sub.add_parser("worker", help="scheduler, inbox processing, sweeps, outbox delivery")
+    pipe = sub.add_parser("pipe", help="store one message from standard input (for an MTA pipe)")
+    pipe.add_argument("--recipient")
+
+    db = sub.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["upgrade", "current"])
+    sub.add_parser("demo", help="load the demo data set")
+    imp = sub.add_parser("import", help="create or update accounts, contacts, services, invoices from JSON")
+    imp.add_argument("file")
+
+    staff = sub.add_parser("staff", help="the staff grammar (what /desk answers in Slack); try `staff help`")
+    staff.add_argument("--as", dest="as_user", metavar="SLACK_USER_ID")
+    staff.add_argument("--json", action="store_true")
+    staff.add_argument("words", nargs=argparse.REMAINDER)
+
+    inbox = sub.add_parser("inbox", help="the inbound mail store")
+    inbox.add_argument("action", choices=["list", "show", "retry"])
+    inbox.add_argument("id", nargs="?")
+    inbox.add_argument("--quarantined", action="store_true")
+    inbox.add_argument("--all", action="store_true")
+
+    sweep = sub.add_parser("sweep", help="run the scheduled sweeps once")
+    sweep.add_argument("--at", help="ISO date-time to sweep as of (default: now)")
+    sweep.add_argument("--dry-run", action="store_true", help="print what would happen, change nothing")
+
+    outbox = sub.add_parser("outbox", help="queued and failed outgoing mail")
+    outbox.add_argument("action", choices=["list", "flush", "retry"])
+    outbox.add_argument("id", nargs="?", type=int)
+    outbox.add_argument("--failed", action="store_true")
+    outbox.add_argument("--json", action="store_true")
+
+    status = sub.add_parser("status", help="health of every part")
+    status.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        bootstrap.configure_logging(settings)
+        return COMMANDS[args.command](settings, args) or 0
+    except RenewdeskError as exc:
+        print(f"renewdesk: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(exc.hint, file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _services(settings: Any, **kw: Any) -> Any:
+    return bootstrap.open_services(settings, **kw)
+
+
+# -- processes --------------------------------------------------------------------------------
+
+def cmd_run(settings: Any, args: argparse.Namespace) -> int:
+    return bootstrap.run_all(settings, demo=args.demo)
+
+
+def cmd_web(settings: Any, args: argparse.Namespace) -> int:
+    return bootstrap.run_web(settings)
+
+
+def cmd_worker(settings: Any, args: argparse.Namespace) -> int:
+    return bootstrap.run_worker(settings)
+
+
+def cmd_not_yet(settings: Any, args: argparse.Namespace) -> int:
+    raise Unavailable(f"`renewdesk {args.command}` is not available in this version yet")
+
+
+# -- operator tools ---------------------------------------------------------------------------
+
+def cmd_db(settings: Any, args: argparse.Namespace) -> int:
+    from renewdesk import migrate
+    engine = bootstrap.open_engine(settings)
+    if args.action == "upgrade":
+        applied = migrate.upgrade(engine)
+        print(f"database at {migrate.current_revision(engine)}" + ("" if applied else " (already up to date)"))
+    else:
+        print(migrate.current_revision(engine) or "empty")
+    return 0
+
+
+def cmd_demo(settings: Any, args: argparse.Namespace) -> int:
+    from handlers.demo import load_demo
+    services = _services(settings, upgrade=True)
+    result = services.run(load_demo, actor="cli")
+    print(f"demo data loaded: {result.summary()}")
+    return 0
+
+
+def cmd_import(settings: Any, args: argparse.Namespace) -> int:
+    from handlers.errors import InvalidInput
+    from handlers.importer import import_document
+    try:
+        with open(args.file, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise InvalidInput(f"no such file: {args.file}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{args.file} is not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    result = _services(settings).run(import_document, data, actor="cli")
+    print(f"imported: {result.summary()}")
+    return 0
+
+
+def cmd_staff(settings: Any, args: argparse.Namespace) -> int:
+    from handlers.staff import envelope, execute
+    services = _services(settings)
+    words = list(args.words)
+    try:
+        reply = execute(services, words, as_user=args.as_user)
+    except RenewdeskError as exc:
+        if not args.json:
+            raise
+        print(json.dumps(envelope(exc), indent=2))
+        return exc.exit_code
+    print(json.dumps(envelope(reply), indent=2) if args.json else reply.text)
+    return 0
+
+
+def cmd_sweep(settings: Any, args: argparse.Namespace) -> int:
+    from handlers.errors import InvalidInput
+    from handlers.jobs import run_job, run_sweeps
+    services = _services(settings)
+    at = services.clock.now()
+    if args.at:
+        try:
+            at = dt.datetime.fromisoformat(args.at)
+        except ValueError:
+            raise InvalidInput(f"--at: not an ISO date-time: {args.at!r}") from None
+        at = at if at.tzinfo else at.replace(tzinfo=settings.tz)
+    if args.dry_run:
+        lines = run_sweeps(services, at, dry_run=True)
+    else:
+        lines = run_job(services, "sweeps", lambda: run_sweeps(services, at)) or ["the sweep failed: see `renewdesk status`"]
+    print(f"sweep as of {at.isoformat(timespec='minutes')}{' (dry run)' if args.dry_run else ''}:")
+    for line in lines:
+        print(f"  {line}")
+    return 0
+
+
+def cmd_outbox(settings: Any, args: argparse.Namespace) -> int:
+    from handlers import outbox_ops
+    from handlers.delivery import Deliverer, retry
+    services = _services(settings)
+    if args.action == "flush":
+        report = Deliverer(services).deliver_due(limit=10_000)
+        print(f"outbox flushed: {report.summary()}")
+        return 0 if not report.failed else 1
+    if args.action == "retry":
+        if args.id is None:
+            raise RenewdeskError("usage: renewdesk outbox retry ID")
+        row = services.run(retry, args.id, actor="cli")
+        print(f"mail {row.id} to {', '.join(row.recipients)} is queued again")
+        return 0
+    rows = services.run(outbox_ops.listing, failed=args.failed, readonly=True)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(outbox_ops.listing_text(rows))
+    return 0
+
+
+def cmd_status(settings: Any, args: argparse.Namespace) -> int:
+    from handlers import status
+    services = _services(settings, check=False)
+    ok, data = status.safe_report(services)
+    print(json.dumps(data, indent=2) if args.json else status.text(data))
+    if not ok:
+        raise TemporaryFailure("the database is unavailable")
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run, "web": cmd_web, "worker": cmd_worker,
+    "smtp": cmd_not_yet, "imap": cmd_not_yet, "pipe": cmd_not_yet, "inbox": cmd_not_yet,
+    "db": cmd_db, "demo": cmd_demo, "import": cmd_import, "staff": cmd_staff,
+    "sweep": cmd_sweep, "outbox": cmd_outbox, "status": cmd_status,
+}
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

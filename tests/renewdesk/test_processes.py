@@ -1,0 +1,77 @@
+"""`renewdesk run` and friends as real processes: start, answer /healthz, stop cleanly, fail clearly."""
+import json
+import signal
+import socket
+
+import pytest
+
+from tests.support import proc
+from tests.support.servers import free_port
+
+
+@pytest.fixture
+def db(tmp_path):
+    return f"sqlite:///{tmp_path}/renewdesk.db"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_run_demo_serves_healthz_and_stops_cleanly(db, sig):
+    """`run --demo` migrates an empty database, loads the demo, answers /healthz 200, exits 0 on a signal."""
+    port = free_port()
+    p = proc.start("run", "--demo", env=proc.env_for(DATABASE_URL=db, PORT=str(port)))
+    try:
+        status, body = proc.wait_http(f"http://127.0.0.1:{port}/healthz", proc=p)
+        health = json.loads(body)
+        assert status == 200 and health["status"] == "ok"
+        assert health["database"]["ok"] and health["scheduler"]["alive"] and health["scheduler"]["running_here"]
+        assert "backlog" in health["inbox"]
+        p.send_signal(sig)
+        out = p.communicate(timeout=30)[0].decode()
+    finally:
+        p.kill()
+    assert p.returncode == 0, out
+    assert "demo data loaded" in out and f"{sig.name} received: stopping" in out and "Traceback" not in out
+    # the demo is in the database: the staff grammar sees its accounts
+    shown = proc.run("staff", "--json", "account", "show", "acme", env=proc.env_for(DATABASE_URL=db))
+    assert json.loads(shown.stdout)["ok"] is True, shown.stdout + shown.stderr
+
+
+def test_unparseable_database_url_is_one_clear_line(db):
+    r = proc.run("run", env=proc.env_for(DATABASE_URL="postgres//nope", PORT=str(free_port())))
+    err = r.stderr.decode()
+    assert r.returncode == 78
+    assert err.strip() == "renewdesk: DATABASE_URL: not a database URL: 'postgres//nope'"
+
+
+def test_port_in_use_is_one_clear_line(db):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = proc.run("run", env=proc.env_for(DATABASE_URL=db, PORT=str(port)))
+    err = r.stderr.decode().strip()
+    assert r.returncode == 78 and "Traceback" not in err
+    assert err == f"renewdesk: PORT: cannot listen for the web app on 127.0.0.1:{port}: Address already in use"
+
+
+def test_unreachable_database_is_one_clear_line_and_tempfail(tmp_path):
+    r = proc.run("status", env=proc.env_for(DATABASE_URL=f"sqlite:///{tmp_path}/no/such/dir.db"))
+    assert r.returncode == 75
+    assert r.stderr.decode().strip().startswith("renewdesk: cannot open the database")
+
+
+def test_web_and_worker_refuse_an_unmigrated_database(db):
+    """Only `run` migrates by itself; the Procfile's processes ask for `db upgrade` instead of guessing."""
+    r = proc.run("worker", env=proc.env_for(DATABASE_URL=db))
+    assert r.returncode == 78 and "run `renewdesk db upgrade`" in r.stderr.decode()
+    up = proc.run("db", "upgrade", env=proc.env_for(DATABASE_URL=db))
+    assert up.returncode == 0 and "database at 0001" in up.stdout.decode()
+
+
+def test_status_reports_every_part(db):
+    proc.run("db", "upgrade", env=proc.env_for(DATABASE_URL=db))
+    r = proc.run("status", env=proc.env_for(DATABASE_URL=db))
+    out = r.stdout.decode()
+    assert r.returncode == 0
+    for part in ("database   ok (sqlite)", "inbox ", "outbox ", "scheduler  NOT RUNNING"):
+        assert part in out
