@@ -33,7 +33,9 @@ Re-importing is idempotent. Accounts match by ref, contacts by (account, email),
 field left out keeps its current value (or the default on creation); nothing is deleted.
 An invoice's lines and a charge's amount cannot change once imported (void and re-issue
 instead); an invoice's ``paid`` may only grow, and the growth is recorded as a payment.
-Ticket messages already present (same author, kind and text) are not added again.
+Ticket messages already present (same author, kind and text) are not added again. The
+result counts an account as updated when its own fields change; the audit log gets one event
+for every account created or changed in any way.
 
 Everything happens in the caller's transaction: an error anywhere changes nothing.
 """

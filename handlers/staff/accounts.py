@@ -148,12 +148,12 @@ def account_history(tx: "Tx", args: dict[str, Any]) -> Reply:
         entries.append((at, {"at": iso(day or at), "kind": kind, "text": text, **detail}, shown))
 
     for ev, name in s.execute(select(ServiceEvent, Service.name).join(Service).where(Service.account_id == acc.id)
-                              .order_by(ServiceEvent.at.desc(), ServiceEvent.id.desc()).limit(HISTORY_LIMIT)):
+                              .order_by(ServiceEvent.at.desc(), ServiceEvent.id.desc()).limit(HISTORY_LIMIT + 1)):
         change = f"{ev.from_status} -> {ev.to_status}" if ev.from_status else ev.to_status
         add(ev.at, "service", f"{name}: {change}" + (f" ({ev.reason})" if ev.reason else ""),
             service=name, from_status=ev.from_status, to_status=ev.to_status, reason=ev.reason, actor=ev.actor)
     for inv in s.scalars(select(Invoice).where(Invoice.account_id == acc.id)
-                         .order_by(Invoice.issued_on.desc(), Invoice.id.desc()).limit(HISTORY_LIMIT)):
+                         .order_by(Invoice.issued_on.desc(), Invoice.id.desc()).limit(HISTORY_LIMIT + 1)):
         # an invoice has a day, not a moment: sort it at the start of that day in the business's timezone
         start = dt.datetime.combine(inv.issued_on, dt.time(), tz).astimezone(dt.timezone.utc)
         add(start, "invoice", f"invoice {inv.number} {fmt(inv.total_minor, inv.currency)}, due {inv.due_on}, "
@@ -161,12 +161,12 @@ def account_history(tx: "Tx", args: dict[str, Any]) -> Reply:
             number=inv.number, status=inv.status.value, total=_money(inv.total_minor, inv.currency),
             due=_money(inv.due_minor, inv.currency))
     for pay in s.scalars(select(Payment).where(Payment.account_id == acc.id)
-                         .order_by(Payment.received_at.desc(), Payment.id.desc()).limit(HISTORY_LIMIT)):
+                         .order_by(Payment.received_at.desc(), Payment.id.desc()).limit(HISTORY_LIMIT + 1)):
         add(pay.received_at, "payment", f"payment {fmt(pay.amount_minor, pay.currency)}"
             + (f" ref {pay.ref}" if pay.ref else ""), amount=_money(pay.amount_minor, pay.currency),
             ref=pay.ref, method=pay.method, actor=pay.actor)
     for mail in s.scalars(select(OutboundMail).where(OutboundMail.account_id == acc.id)
-                          .order_by(OutboundMail.created_at.desc(), OutboundMail.id.desc()).limit(HISTORY_LIMIT)):
+                          .order_by(OutboundMail.created_at.desc(), OutboundMail.id.desc()).limit(HISTORY_LIMIT + 1)):
         add(mail.created_at, "email", f"email {mail.intent} to {', '.join(mail.recipients or [])}: "
             f"{mail.subject} [{mail.status.value}]", intent=mail.intent, subject=mail.subject,
             recipients=list(mail.recipients or []), status=mail.status.value, sent_at=iso(mail.sent_at))

@@ -123,6 +123,8 @@ def test_reimport_is_a_no_op(services):
     assert all(c["created"] == c["updated"] == 0 for c in again.counts.values())
     assert again.counts["services"]["unchanged"] == 3 and again.counts["messages"]["unchanged"] == 2
     assert again.summary().startswith("2 accounts (2 unchanged), 3 contacts (3 unchanged)")
+    assert json.loads(json.dumps(again.to_json()))["counts"]["invoices"] == {"created": 0, "updated": 0,
+                                                                              "unchanged": 3}
     assert row_counts(services) == before
 
 

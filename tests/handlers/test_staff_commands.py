@@ -102,6 +102,8 @@ def test_an_unknown_slack_user_is_refused_whatever_they_type(services):
     for words in ("team list", "help", "frobnicate the thing"):
         with pytest.raises(NotAllowed, match="not on the renewdesk team.*`team add U9 ROLE`"):
             execute(services, words, as_user="U9")
+    with pytest.raises(InvalidInput, match="did you mean `team list`"):
+        execute(services, "team lsit", as_user="U1")
 
 
 def test_readonly_cannot_add_staff_and_billing_cannot_remove_them(services):
@@ -195,7 +197,7 @@ def test_account_show_by_id_email_ref_and_name_prefix(services):
     """ACCOUNT is an id, the owner's email (any case), the ref, or a unique prefix of the name."""
     acme = account(services, "acme", "Acme Ltd", "ann@acme.test")
     account(services, "globex", "Globex Corporation", "hank@globex.test")
-    for words in (str(acme), "ANN@acme.test", "acme", "ACME", "acm", "Acme L", '"acme ltd"'):
+    for words in (str(acme), "ANN@acme.test", "acme", "ACME", "acm", '"Acme L"', "'acme ltd'"):
         assert execute(services, f"account show {words}", as_user=None).data["account"]["id"] == acme, words
 
 
@@ -232,7 +234,6 @@ def test_account_show_lists_balance_services_due_invoices_open_tickets_and_holds
     acme = account(services, "acme", "Acme Ltd", "ann@acme.test", limit=-5000, rows=[acme_rows])
     reply = execute(services, "account show acme", as_user=None)
     data = reply.data
-    assert data["balance"] == {"amount": "-2690.00", "currency": "EUR"} or data["balance"]["amount"] == "-26.90"
     assert data["balance"] == {"amount": "-26.90", "currency": "EUR"}  # -11.90 -20.00 -10.00 +15.00
     assert data["credit_limit"] == {"amount": "-50.00", "currency": "EUR"}
     assert data["account"] == {"id": acme, "ref": "acme", "name": "Acme Ltd", "status": "active", "currency": "EUR",
@@ -255,7 +256,7 @@ def test_account_history_is_newest_first(services):
     account(services, "acme", "Acme Ltd", "ann@acme.test", rows=[acme_rows])
     reply = execute(services, "account history acme", as_user=None)
     kinds = [(e["kind"], e["at"]) for e in reply.data["entries"]]
-    assert kinds == [("email", "2026-11-16T08:00:00+00:00"), ("invoice", "2026-11-17"),
+    assert kinds == [("invoice", "2026-11-17"), ("email", "2026-11-16T08:00:00+00:00"),
                      ("service", "2026-11-10T10:00:00+00:00"), ("payment", "2026-11-02T08:00:00+00:00"),
                      ("invoice", "2026-11-01"), ("invoice", "2026-09-17")]
     assert "Hosting Basic: active -> suspended (overdue)" in reply.text
