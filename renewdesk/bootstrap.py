@@ -71,7 +71,7 @@ def _banner(settings: Settings, demo: bool) -> None:
     ]
     if demo:
         lines += [
-            "  try:          renewdesk staff account show acme",
+            "  try:          renewdesk staff account show northwind",
             "                renewdesk staff team list",
             "                renewdesk outbox list",
         ]

@@ -124,15 +124,8 @@ def cmd_demo(settings: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_import(settings: Any, args: argparse.Namespace) -> int:
-    from handlers.errors import InvalidInput
-    from handlers.importer import import_document
-    try:
-        with open(args.file, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        raise InvalidInput(f"no such file: {args.file}") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"{args.file} is not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    from handlers.importer import import_document, load_json
+    data = load_json(args.file)
     result = _services(settings).run(import_document, data, actor="cli")
     print(f"imported: {result.summary()}")
     return 0

@@ -61,6 +61,13 @@ def balance_minor(session: Session, account_id: int) -> int:
                           .where(LedgerEntry.account_id == account_id)) or 0
 
 
+def _relative(days: int) -> str:
+    if days in (0, 1):
+        return ("today", "tomorrow")[days]
+    plural = "" if abs(days) == 1 else "s"
+    return f"in {days} days" if days > 0 else f"{-days} day{plural} ago"
+
+
 def _money(minor: int, currency: str) -> dict[str, str]:
     return {"amount": decimal_str(minor, currency), "currency": currency}
 
@@ -116,7 +123,7 @@ def account_show(tx: "Tx", args: dict[str, Any]) -> Reply:
             f"balance: {fmt(balance, cur)} · credit limit: {fmt(acc.credit_limit_minor, cur)}"]
     text.append(f"services ({len(services)}):" if services else "services: none")
     text += columns([(sv.name, sv.kind, sv.status.value,
-                      f"expires {sv.expires_on} ({(sv.expires_on - day).days} days)" if sv.expires_on else "")
+                      f"expires {sv.expires_on} ({_relative((sv.expires_on - day).days)})" if sv.expires_on else "")
                      for sv in services[:SHOW_LIMIT]])
     if len(services) > SHOW_LIMIT:
         text.append(f"  ... and {len(services) - SHOW_LIMIT} more")

@@ -32,7 +32,7 @@ def test_run_demo_serves_healthz_and_stops_cleanly(db, sig):
     assert p.returncode == 0, out
     assert "demo data loaded" in out and f"{sig.name} received: stopping" in out and "Traceback" not in out
     # the demo is in the database: the staff grammar sees its accounts
-    shown = proc.run("staff", "--json", "account", "show", "acme", env=proc.env_for(DATABASE_URL=db))
+    shown = proc.run("staff", "--json", "account", "show", "northwind", env=proc.env_for(DATABASE_URL=db))
     assert json.loads(shown.stdout)["ok"] is True, shown.stdout + shown.stderr
 
 
