@@ -26,6 +26,21 @@ class OutboxStatus(StrEnum):
     uncertain = "uncertain"  # a worker died after handing the body to the relay: staff decide
 
 
+class DeliveryState:
+    """Where a queued outgoing item stands; the same states for mail and Slack posts."""
+
+    status: Mapped[OutboxStatus] = enum_column(OutboxStatus, default=OutboxStatus.queued)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime]
+    next_attempt_at: Mapped[dt.datetime]
+    claimed_at: Mapped[Optional[dt.datetime]]
+    claimed_by: Mapped[Optional[str]] = mapped_column(String(100))
+    # set just before the item leaves us: after this point a crash is ambiguous
+    handed_over_at: Mapped[Optional[dt.datetime]]
+    sent_at: Mapped[Optional[dt.datetime]]
+    last_error: Mapped[Optional[str]] = mapped_column(Text)
+
+
 class InboundMail(Base):
     """One raw message as it arrived through one door, for one recipient."""
 
@@ -57,7 +72,7 @@ class InboundMail(Base):
     ticket_id: Mapped[Optional[int]] = mapped_column(ForeignKey("ticket.id", ondelete="SET NULL"))
 
 
-class OutboundMail(Base):
+class OutboundMail(DeliveryState, Base):
     """An email waiting to go out, or gone. Written in the same transaction as its cause."""
 
     __tablename__ = "outbound_mail"
@@ -74,19 +89,9 @@ class OutboundMail(Base):
     recipients: Mapped[list[Any]] = mapped_column()      # envelope recipients
     subject: Mapped[str] = mapped_column(Text)
     raw: Mapped[bytes] = mapped_column(LargeBinary)       # the whole RFC 5322 message
-    status: Mapped[OutboxStatus] = enum_column(OutboxStatus, default=OutboxStatus.queued)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[dt.datetime]
-    next_attempt_at: Mapped[dt.datetime]
-    claimed_at: Mapped[Optional[dt.datetime]]
-    claimed_by: Mapped[Optional[str]] = mapped_column(String(100))
-    # set just before the body goes to the relay: after this point a crash is ambiguous
-    handed_over_at: Mapped[Optional[dt.datetime]]
-    sent_at: Mapped[Optional[dt.datetime]]
-    last_error: Mapped[Optional[str]] = mapped_column(Text)
 
 
-class SlackPost(Base):
+class SlackPost(DeliveryState, Base):
     """A Slack message (card, thread reply, digest) waiting to be posted or updated."""
 
     __tablename__ = "slack_post"
@@ -100,11 +105,4 @@ class SlackPost(Base):
     update_ts: Mapped[Optional[str]] = mapped_column(String(32))  # chat.update of an existing card
     payload: Mapped[dict[str, Any]] = mapped_column()
     ticket_id: Mapped[Optional[int]] = mapped_column(ForeignKey("ticket.id", ondelete="SET NULL"))
-    status: Mapped[OutboxStatus] = enum_column(OutboxStatus, default=OutboxStatus.queued)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[dt.datetime]
-    next_attempt_at: Mapped[dt.datetime]
-    claimed_at: Mapped[Optional[dt.datetime]]
     posted_ts: Mapped[Optional[str]] = mapped_column(String(32))
-    sent_at: Mapped[Optional[dt.datetime]]
-    last_error: Mapped[Optional[str]] = mapped_column(Text)
