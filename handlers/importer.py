@@ -1,43 +1,7 @@
 """``renewdesk import FILE.json``: create or update accounts and everything under them.
 
-The format is the one in the interface document::
-
-    {"accounts": [{"ref", "name", "currency", "owner": {"email", "name"},
-                   "contacts": [{"email", "name", "permissions": [...]}],
-                   "credit_limit", "auto_suspend", "invoicing", "sales_contact",
-                   "services": [{"ref", "kind", "name", "status", "expires_on", "period_years", "price"}],
-                   "invoices": [{"number", "issued_on", "due_on", "lines": [{"text", "amount", "tax"}],
-                                 "paid"}]}]}
-
-with these extensions:
-
-- per account ``"overdue_notices": bool`` (default true): whether overdue notices are emailed;
-- per owner or contact ``"email_preferences": {"renewals": bool, "billing": bool, "tickets": bool}``
-  (a missing kind means "wanted");
-- per service ``"auto_renew": bool``;
-- per account ``"charges": [{"ref", "on": "YYYY-MM-DD", "amount", "text"}]``: manual ledger charges;
-- per account ``"tickets": [{"ref", "subject", "status": "open|waiting|closed", "archived": bool,
-  "opened_by": EMAIL, "messages": [{"from", "kind": "client|reply|note", "body", "at"}]}]`` where
-  ``opened_by`` is the owner or a contact of that account (default: the owner), a client
-  message comes from an email address and a reply or note from ``staff:SLACK_USER_ID``, and
-  ``at`` is an ISO date and time with its zone.
-
-Required: the account's ref, name, currency (three letters) and owner email; a service's ref
-and kind (and expires_on for a domain); an invoice's number, dates and lines; a charge's
-ref, date and amount; a ticket's ref and subject; every field of a message. Amounts are
-decimal strings in the account's currency; only ``credit_limit`` and invoice lines (discounts)
-may be negative. Unknown fields and ``null`` are refused (``sales_contact: null`` clears it).
-
-Re-importing is idempotent. Accounts match by ref, contacts by (account, email), services by
-(account, ref), invoices by number (unique across accounts), charges and tickets by ref. A
-field left out keeps its current value (or the default on creation); nothing is deleted.
-An invoice's lines and a charge's amount cannot change once imported (void and re-issue
-instead); an invoice's ``paid`` may only grow, and the growth is recorded as a payment.
-Ticket messages already present (same author, kind and text) are not added again. The
-result counts an account as updated when its own fields change; the audit log gets one event
-for every account created or changed in any way.
-
-Everything happens in the caller's transaction: an error anywhere changes nothing.
+The format, its extensions and the re-import rules are in docs/import-format.md. Everything
+happens in the caller's transaction: an error anywhere changes nothing.
 """
 from __future__ import annotations
 

@@ -84,6 +84,16 @@ def _services(settings: Any, **kw: Any) -> Any:
     return bootstrap.open_services(settings, **kw)
 
 
+def _progress(what: str) -> Any:
+    """A one-line counter on a terminal (nothing when output goes to a file or a pipe)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        print(f"\r{what}: {done}/{total} accounts", end="\n" if done >= total else "", file=sys.stderr, flush=True)
+    return show
+
+
 # -- processes --------------------------------------------------------------------------------
 
 def cmd_run(settings: Any, args: argparse.Namespace) -> int:
@@ -118,7 +128,7 @@ def cmd_db(settings: Any, args: argparse.Namespace) -> int:
 def cmd_demo(settings: Any, args: argparse.Namespace) -> int:
     from handlers.demo import load_demo
     services = _services(settings, upgrade=True)
-    result = services.run(load_demo, actor="cli")
+    result = services.run(load_demo, _progress("loading demo"), actor="cli")
     print(f"demo data loaded: {result.summary()}")
     return 0
 
@@ -126,7 +136,7 @@ def cmd_demo(settings: Any, args: argparse.Namespace) -> int:
 def cmd_import(settings: Any, args: argparse.Namespace) -> int:
     from handlers.importer import import_document, load_json
     data = load_json(args.file)
-    result = _services(settings).run(import_document, data, actor="cli")
+    result = _services(settings).run(import_document, data, _progress("importing"), actor="cli")
     print(f"imported: {result.summary()}")
     return 0
 

@@ -89,10 +89,11 @@ def test_unreachable_database_is_a_temporary_failure(tmp_path, clock):
         svc.db.ping()
 
 
-def test_sqlite_runs_in_wal_mode_with_foreign_keys(services):
-    if not services.settings.is_sqlite:
-        pytest.skip("SQLite pragmas only")
-    with services.db.transaction(readonly=True) as s:
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path, clock):
+    """The embedded database gets WAL (readers never block the writer) and enforced foreign keys."""
+    svc = Services(load_settings({}, database_url=f"sqlite:///{tmp_path}/wal.db"), clock=clock)
+    with svc.db.transaction(readonly=True) as s:
         conn = s.connection()
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    svc.close()
