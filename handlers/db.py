@@ -19,7 +19,6 @@ SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",        # readers never block the writer
     "PRAGMA synchronous=NORMAL",      # durable at checkpoints; safe with WAL
     "PRAGMA foreign_keys=ON",
-    "PRAGMA busy_timeout=10000",      # wait for the writer instead of failing at once
     "PRAGMA temp_store=MEMORY",
 )
 
@@ -28,13 +27,13 @@ def make_engine(settings: Settings) -> Engine:
     """An engine for ``settings.database_url`` with the pragmas and pool each database wants."""
     url = settings.database_url
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
-        _configure_sqlite(engine)
+        engine = create_engine(url, connect_args={"timeout": settings.db_busy_timeout, "check_same_thread": False})
+        _configure_sqlite(engine, int(settings.db_busy_timeout * 1000))
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, busy_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # noqa: ANN001
         # Let SQLAlchemy, not the driver, decide where transactions begin (see below).
@@ -42,6 +41,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         for pragma in SQLITE_PRAGMAS:
             cur.execute(pragma)
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")  # wait for the writer instead of failing at once
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -53,7 +53,8 @@ class Services:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.db = db or Database(settings)
-        self.outbox_wakeup = threading.Event()
+        self.outbox_wakeup = threading.Event()   # set when mail is queued: deliver now
+        self.inbox_wakeup = threading.Event()    # set when mail is stored: process now
         self._secret: bytes | None = None
 
     def run(self, operation: Callable[..., T], *args: Any, actor: str = "system", readonly: bool = False,

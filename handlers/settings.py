@@ -36,6 +36,28 @@ class Settings:
     mail_domain: str = _setting(
         "RENEWDESK_MAIL_DOMAIN", "desk.example.test",
         "the domain whose addresses the bot owns (support@, billing@, renew+...@)")
+    mail_aliases: str = _setting(
+        "RENEWDESK_MAIL_ALIASES", "", "more domains (comma-separated) whose mail the bot accepts as its own")
+    max_message_bytes: int = _setting(
+        "RENEWDESK_MAX_MESSAGE_BYTES", 26214400, "largest message accepted by any door (SMTP SIZE, pipe, IMAP)")
+    smtp_tls_cert: str | None = _setting(
+        "RENEWDESK_SMTP_TLS_CERT", None, "certificate (PEM) for inbound STARTTLS; unset: no STARTTLS")
+    smtp_tls_key: str | None = _setting("RENEWDESK_SMTP_TLS_KEY", None, "private key (PEM) for inbound STARTTLS")
+    smtp_max_per_peer: int = _setting(
+        "RENEWDESK_SMTP_MAX_PER_PEER", 20, "simultaneous inbound connections allowed from one address")
+    sender_hourly_cap: int = _setting(
+        "RENEWDESK_SENDER_HOURLY_CAP", 30,
+        "messages per sender per hour before further mail is stored as throttled (never auto-answered)")
+    imap_after: str = _setting(
+        "RENEWDESK_IMAP_AFTER", "seen", "what the IMAP door does once a message is stored: `seen`, "
+        "`move:FOLDER` or `delete`")
+    imap_batch: int = _setting("RENEWDESK_IMAP_BATCH", 50, "messages fetched per IMAP round trip")
+    imap_poll_seconds: float = _setting(
+        "RENEWDESK_IMAP_POLL_SECONDS", 60.0, "polling interval when the server has no IDLE (and IDLE's renewal)")
+    inbox_poll_seconds: float = _setting(
+        "RENEWDESK_INBOX_POLL_SECONDS", 2.0, "how often the inbox processor looks for new mail")
+    db_busy_timeout: float = _setting(
+        "RENEWDESK_DB_BUSY_TIMEOUT", 10.0, "seconds a SQLite writer waits for the lock before giving up (451)")
     business_name: str = _setting(
         "RENEWDESK_BUSINESS_NAME", "Example Hosting", "the name clients see in emails and pages")
     outbound_smtp_url: str = _setting(
@@ -79,6 +101,12 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def mail_domains(self) -> tuple[str, ...]:
+        """Our domain and its aliases, lower-case."""
+        extra = [d.strip().lower().lstrip("@") for d in self.mail_aliases.split(",") if d.strip()]
+        return (self.mail_domain.lower(), *extra)
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -168,5 +196,10 @@ def validate(settings: Settings) -> None:
             f"RENEWDESK_OUTBOUND_SMTP_URL: must start with smtp:// or smtps://, not {settings.outbound_smtp_url!r}")
     if "@" in settings.mail_domain or "." not in settings.mail_domain:
         raise SettingsError(f"RENEWDESK_MAIL_DOMAIN: not a domain name: {settings.mail_domain!r}")
+    if not settings.imap_after == "seen" and not settings.imap_after == "delete" \
+            and not (settings.imap_after.startswith("move:") and len(settings.imap_after) > 5):
+        raise SettingsError(f"RENEWDESK_IMAP_AFTER: `seen`, `move:FOLDER` or `delete`, not {settings.imap_after!r}")
+    if bool(settings.smtp_tls_cert) != bool(settings.smtp_tls_key):
+        raise SettingsError("RENEWDESK_SMTP_TLS_CERT and RENEWDESK_SMTP_TLS_KEY go together: set both or neither")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError(f"RENEWDESK_LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR, not {settings.log_level!r}")
