@@ -158,3 +158,29 @@ def retry(tx: Any, mail_id: int | None = None) -> list[int]:
             status=InboundStatus.new, reason=None))
         tx.audit("inbox.retry", subject=("inbound_mail", ids[0] if len(ids) == 1 else "many"), ids=ids)
     return ids
+
+
+def listing_text(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no stored mail"
+    lines = [f"{'ID':>6}  {'RECEIVED':<19}  {'DOOR':<4}  {'STATUS':<11}  FROM → TO: SUBJECT"]
+    for r in rows:
+        flag = " [throttled]" if r["throttled"] else ""
+        lines.append(f"{r['id']:>6}  {r['received_at'][:19]:<19}  {r['door']:<4}  {r['status']:<11}  "
+                     f"{r['from'] or '<>'} → {r['to'] or '-'}: {r['subject']}{flag}")
+        if r["reason"] and r["status"] == InboundStatus.quarantined.value:
+            lines.append(f"{'':>8}why: {r['reason']}")
+    return "\n".join(lines)
+
+
+def show_text(d: dict[str, Any]) -> str:
+    lines = [f"message {d['id']}: {d['status']}" + (f" ({d['rule']})" if d["rule"] else ""),
+             f"received   {d['received_at']} via {d['door']} from {d['peer'] or '-'}",
+             f"envelope   {d['from'] or '<>'} → {d['to'] or '-'}",
+             f"size       {d['size']} bytes, digest {d['digest'][:16]}…",
+             f"message-id {d['message_id']}"]
+    if d["reason"]:
+        lines.append(f"reason     {d['reason']}")
+    if d["throttled"]:
+        lines.append("throttled  yes: this sender passed the hourly cap; no automatic reply will be sent")
+    return "\n".join(lines) + "\n\n" + d["headers"]

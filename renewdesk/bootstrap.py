@@ -66,36 +66,71 @@ def _banner(settings: Settings, demo: bool) -> None:
     lines = [
         f"renewdesk is running on {settings.database_url}",
         f"  health:        http://{settings.web_host}:{settings.port}/healthz",
+        f"  inbound mail:  smtp://{settings.smtp_host}:{settings.smtp_port} for support@{settings.mail_domain}",
         f"  outgoing mail: {settings.outbound_smtp_url.split('@')[-1]}",
         "  staff grammar: renewdesk staff help",
     ]
     if demo:
         lines += [
-            "  try:          renewdesk staff account show northwind",
-            "                renewdesk staff team list",
+            "  try:          swaks --server 127.0.0.1:%d --from anna@northwind.test --to support@%s"
+            % (settings.smtp_port, settings.mail_domain),
+            "                  (or any SMTP client: mail from a demo contact becomes theirs)",
+            "                renewdesk inbox list",
+            "                renewdesk staff account show northwind",
             "                renewdesk outbox list",
         ]
     print("\n".join(lines), flush=True)
 
 
 def run_all(settings: Settings, *, demo: bool = False) -> int:
-    """`renewdesk run`: web, scheduler and outbox delivery in one process."""
-    from renewdesk.runtime import DeliveryLoop, WebServer, bind, wait_for_signal
+    """`renewdesk run`: web, SMTP, scheduler, inbox processing and outbox delivery in one process."""
+    from mail_ingest.smtp import DoorController
+    from renewdesk.runtime import WebServer, bind, delivery_loop, inbox_loop, wait_for_signal
     from renewdesk.scheduler import start_scheduler
     from renewdesk.web import build_web_app
 
     sock = bind(settings.web_host, settings.port, "the web app", "PORT")  # before anything else starts
     services = open_services(settings, upgrade=True)
-    if demo:
-        _load_demo_if_empty(services)
-    scheduler = start_scheduler(services)
-    web = WebServer(build_web_app(services, in_process_scheduler=scheduler), sock)
-    delivery = DeliveryLoop(services)
-    delivery.start()
-    web.start()
+    smtp = DoorController(services)
+    smtp.start()
+    stops = [services.close, smtp.stop]
+    try:
+        if demo:
+            _load_demo_if_empty(services)
+        scheduler = start_scheduler(services)
+        stops.append(lambda: scheduler.shutdown(wait=True))
+        for loop in (delivery_loop(services), inbox_loop(services)):
+            loop.start()
+            stops.append(loop.stop)
+        stops += _start_imap(services)
+        web = WebServer(build_web_app(services, in_process_scheduler=scheduler), sock)
+        web.start()
+        stops.append(web.stop)
+    except BaseException:
+        for stop in reversed(stops):
+            stop()
+        raise
     _banner(settings, demo)
-    wait_for_signal([lambda: scheduler.shutdown(wait=True), delivery.stop, web.stop, services.close])
+    wait_for_signal(stops)
     return 0
+
+
+def _start_imap(services: Services) -> list:
+    """The IMAP door in a thread, when a mailbox is configured."""
+    if not services.settings.imap_url:
+        return []
+    import threading
+
+    from mail_ingest.imap import ImapDoor
+    door, stopping = ImapDoor(services), threading.Event()
+    thread = threading.Thread(target=door.run_forever, args=(stopping,), name="imap", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        stopping.set()
+        thread.join(timeout=30)
+        door.close()
+    return [stop]
 
 
 def run_web(settings: Settings) -> int:
@@ -106,19 +141,45 @@ def run_web(settings: Settings) -> int:
     services = open_services(settings)
     web = WebServer(build_web_app(services), sock)
     web.start()
-    wait_for_signal([web.stop, services.close])
+    wait_for_signal([services.close, web.stop])
     return 0
 
 
 def run_worker(settings: Settings) -> int:
-    from renewdesk.runtime import DeliveryLoop, wait_for_signal
+    """`renewdesk worker`: scheduler, inbox processing and outbox delivery."""
+    from renewdesk.runtime import delivery_loop, inbox_loop, wait_for_signal
     from renewdesk.scheduler import start_scheduler
 
     services = open_services(settings)
     scheduler = start_scheduler(services)
-    delivery = DeliveryLoop(services)
-    delivery.start()
-    wait_for_signal([lambda: scheduler.shutdown(wait=True), delivery.stop, services.close])
+    stops = [services.close, lambda: scheduler.shutdown(wait=True)]
+    for loop in (delivery_loop(services), inbox_loop(services)):
+        loop.start()
+        stops.append(loop.stop)
+    wait_for_signal(stops)
+    return 0
+
+
+def run_smtp(settings: Settings, *, lmtp: bool = False) -> int:
+    """`renewdesk smtp [--lmtp]`: the mail door alone (several may run against one PostgreSQL)."""
+    from mail_ingest.smtp import DoorController
+    from renewdesk.runtime import wait_for_signal
+
+    services = open_services(settings)
+    door = DoorController(services, lmtp=lmtp)
+    door.start()
+    wait_for_signal([services.close, door.stop])
+    return 0
+
+
+def run_imap(settings: Settings) -> int:
+    from handlers.errors import SettingsError as _SettingsError
+    from renewdesk.runtime import wait_for_signal
+
+    if not settings.imap_url:
+        raise _SettingsError("RENEWDESK_IMAP_URL is not set: say which mailbox to poll (imaps://user:pass@host/INBOX)")
+    services = open_services(settings)
+    wait_for_signal([services.close, *_start_imap(services)])
     return 0
 
 

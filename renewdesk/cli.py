@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Any, Sequence
 
-from handlers.errors import RenewdeskError, TemporaryFailure, Unavailable
+from handlers.errors import RenewdeskError, TemporaryFailure
 from handlers.settings import load_settings
 from renewdesk import bootstrap
 
@@ -30,8 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     smtp.add_argument("--lmtp", action="store_true")
     sub.add_parser("imap", help="poll RENEWDESK_IMAP_URL into the inbox")
     sub.add_parser("worker", help="scheduler, inbox processing, sweeps, outbox delivery")
-    pipe = sub.add_parser("pipe", help="store one message from standard input (for an MTA pipe)")
-    pipe.add_argument("--recipient")
+    pipe = sub.add_parser("pipe", help="store one message from standard input (for an MTA pipe); "
+                                       "exit 0 stored, 75 try later, 65 refused")
+    pipe.add_argument("--recipient", help="the envelope recipient (e.g. Postfix ${recipient})")
+    pipe.add_argument("--sender", help="the envelope sender (e.g. Postfix ${sender}); default: Return-Path")
 
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade", "current"])
@@ -44,11 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     staff.add_argument("--json", action="store_true")
     staff.add_argument("words", nargs=argparse.REMAINDER)
 
-    inbox = sub.add_parser("inbox", help="the inbound mail store")
+    inbox = sub.add_parser("inbox", help="the inbound mail store: list [--quarantined] | show ID | retry ID|--all")
     inbox.add_argument("action", choices=["list", "show", "retry"])
-    inbox.add_argument("id", nargs="?")
-    inbox.add_argument("--quarantined", action="store_true")
-    inbox.add_argument("--all", action="store_true")
+    inbox.add_argument("id", nargs="?", type=int)
+    inbox.add_argument("--quarantined", action="store_true", help="with list: only quarantined mail")
+    inbox.add_argument("--all", action="store_true", help="with retry: every quarantined message")
+    inbox.add_argument("--json", action="store_true")
 
     sweep = sub.add_parser("sweep", help="run the scheduled sweeps once")
     sweep.add_argument("--at", help="ISO date-time to sweep as of (default: now)")
@@ -75,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"renewdesk: {exc.message}", file=sys.stderr)
         if exc.hint:
             print(exc.hint, file=sys.stderr)
-        return exc.exit_code
+        # an MTA bounces the mail on most exit codes: for the pipe every failure means "try later"
+        return 75 if args.command == "pipe" else exc.exit_code
     except KeyboardInterrupt:
         return 130
 
@@ -108,8 +112,18 @@ def cmd_worker(settings: Any, args: argparse.Namespace) -> int:
     return bootstrap.run_worker(settings)
 
 
-def cmd_not_yet(settings: Any, args: argparse.Namespace) -> int:
-    raise Unavailable(f"`renewdesk {args.command}` is not available in this version yet")
+def cmd_smtp(settings: Any, args: argparse.Namespace) -> int:
+    return bootstrap.run_smtp(settings, lmtp=args.lmtp)
+
+
+def cmd_imap(settings: Any, args: argparse.Namespace) -> int:
+    return bootstrap.run_imap(settings)
+
+
+def cmd_pipe(settings: Any, args: argparse.Namespace) -> int:
+    from mail_ingest.pipe import pipe
+    return pipe(settings, lambda: _services(settings), sys.stdin.buffer, recipient=args.recipient,
+                sender=args.sender, err=lambda line: print(line, file=sys.stderr))
 
 
 # -- operator tools ---------------------------------------------------------------------------
@@ -153,6 +167,27 @@ def cmd_staff(settings: Any, args: argparse.Namespace) -> int:
         print(json.dumps(envelope(exc), indent=2))
         return exc.exit_code
     print(json.dumps(envelope(reply), indent=2) if args.json else reply.text)
+    return 0
+
+
+def cmd_inbox(settings: Any, args: argparse.Namespace) -> int:
+    from handlers import inbox
+    from handlers.errors import InvalidInput
+    services = _services(settings)
+    if args.action == "list":
+        rows = services.run(inbox.listing, quarantined=args.quarantined, readonly=True)
+        print(json.dumps(rows, indent=2) if args.json else inbox.listing_text(rows))
+    elif args.action == "show":
+        if args.id is None:
+            raise InvalidInput("usage: renewdesk inbox show ID")
+        data = services.run(inbox.show, args.id, readonly=True)
+        print(json.dumps(data, indent=2) if args.json else inbox.show_text(data))
+    else:
+        if (args.id is None) == (not args.all):
+            raise InvalidInput("usage: renewdesk inbox retry ID | renewdesk inbox retry --all")
+        ids = services.run(inbox.retry, None if args.all else args.id, actor="cli")
+        services.inbox_wakeup.set()
+        print(f"{len(ids)} message(s) queued for processing again" + (f": {', '.join(map(str, ids))}" if ids else ""))
     return 0
 
 
@@ -211,7 +246,7 @@ def cmd_status(settings: Any, args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "run": cmd_run, "web": cmd_web, "worker": cmd_worker,
-    "smtp": cmd_not_yet, "imap": cmd_not_yet, "pipe": cmd_not_yet, "inbox": cmd_not_yet,
+    "smtp": cmd_smtp, "imap": cmd_imap, "pipe": cmd_pipe, "inbox": cmd_inbox,
     "db": cmd_db, "demo": cmd_demo, "import": cmd_import, "staff": cmd_staff,
     "sweep": cmd_sweep, "outbox": cmd_outbox, "status": cmd_status,
 }

@@ -48,33 +48,49 @@ class WebServer:
         self.thread.join(timeout=10)
 
 
-class DeliveryLoop:
-    """Sends due outbox rows; wakes at once when an operation queues mail, else every few seconds."""
+class Loop:
+    """Runs ``step()`` again and again in a thread; waits on ``wakeup`` (or ``interval``) when idle.
 
-    def __init__(self, services: Any):
-        self.services = services
+    ``step`` returns something true when it did work, and is then called again at once.
+    """
+
+    def __init__(self, name: str, step: Callable[[], Any], wakeup: threading.Event, interval: float):
+        self.name, self.step, self.wakeup, self.interval = name, step, wakeup, interval
         self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="outbox", daemon=True)
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def start(self) -> None:
         self.thread.start()
-        log.info("outbox delivery to %s", _redact(self.services.settings.outbound_smtp_url))
 
     def _loop(self) -> None:
-        deliverer = Deliverer(self.services)
-        wakeup = self.services.outbox_wakeup
         while not self.stopping.is_set():
-            wakeup.clear()
+            self.wakeup.clear()
             try:
-                deliverer.deliver_due()
+                busy = self.step()
             except Exception as exc:  # the database may be down: keep the loop, say why
-                log.error("outbox delivery: %s", exc)
-            wakeup.wait(self.services.settings.outbox_poll_seconds)
+                log.error("%s: %s", self.name, exc)
+                busy = False
+            if not busy:
+                self.wakeup.wait(self.interval)
 
     def stop(self) -> None:
         self.stopping.set()
-        self.services.outbox_wakeup.set()
+        self.wakeup.set()
         self.thread.join(timeout=30)
+
+
+def delivery_loop(services: Any) -> Loop:
+    """Sends due outbox rows; wakes at once when an operation queues mail."""
+    deliverer = Deliverer(services)
+    log.info("outbox delivery to %s", _redact(services.settings.outbound_smtp_url))
+    return Loop("outbox", lambda: deliverer.deliver_due().sent, services.outbox_wakeup,
+                services.settings.outbox_poll_seconds)
+
+
+def inbox_loop(services: Any) -> Loop:
+    """Processes stored mail; wakes at once when a door stores a message."""
+    from mail_ingest.process import process_batch
+    return Loop("inbox", lambda: process_batch(services), services.inbox_wakeup, services.settings.inbox_poll_seconds)
 
 
 def _redact(url: str) -> str:

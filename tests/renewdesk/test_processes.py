@@ -1,10 +1,13 @@
 """`renewdesk run` and friends as real processes: start, answer /healthz, stop cleanly, fail clearly."""
 import json
 import signal
+import smtplib
 import socket
+import time
 
 import pytest
 
+from renewdesk.migrate import head_revision
 from tests.support import proc
 from tests.support.servers import free_port
 
@@ -17,14 +20,19 @@ def db(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_run_demo_serves_healthz_and_stops_cleanly(db, sig):
     """`run --demo` migrates an empty database, loads the demo, answers /healthz 200, exits 0 on a signal."""
-    port = free_port()
-    p = proc.start("run", "--demo", env=proc.env_for(DATABASE_URL=db, PORT=str(port)))
+    port, smtp_port = free_port(), free_port()
+    p = proc.start("run", "--demo", env=proc.env_for(DATABASE_URL=db, PORT=str(port), RENEWDESK_SMTP_PORT=str(smtp_port)))
     try:
         status, body = proc.wait_http(f"http://127.0.0.1:{port}/healthz", proc=p)
         health = json.loads(body)
         assert status == 200 and health["status"] == "ok"
         assert health["database"]["ok"] and health["scheduler"]["alive"] and health["scheduler"]["running_here"]
         assert "backlog" in health["inbox"]
+        # mail to the SMTP door of the same process is stored, then taken by the inbox processor
+        with smtplib.SMTP("127.0.0.1", smtp_port) as c:
+            c.sendmail("anna@northwind.test", ["support@desk.example.test"],
+                       b"From: anna@northwind.test\r\nSubject: hello\r\nMessage-ID: <e2e@x>\r\n\r\nhi\r\n")
+        assert _eventually(lambda: _inbox(db) == ["waiting"]), _inbox(db)
         p.send_signal(sig)
         out = p.communicate(timeout=30)[0].decode()
     finally:
@@ -34,6 +42,56 @@ def test_run_demo_serves_healthz_and_stops_cleanly(db, sig):
     # the demo is in the database: the staff grammar sees its accounts
     shown = proc.run("staff", "--json", "account", "show", "northwind", env=proc.env_for(DATABASE_URL=db))
     assert json.loads(shown.stdout)["ok"] is True, shown.stdout + shown.stderr
+
+
+def _inbox(db):
+    listed = proc.run("inbox", "list", "--json", env=proc.env_for(DATABASE_URL=db))
+    return [row["status"] for row in json.loads(listed.stdout)]
+
+
+def _eventually(check, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_smtp_process_stores_mail_and_stops_cleanly(db):
+    """`renewdesk smtp` alone (a Procfile process) answers 250 after storing and exits 0 on SIGTERM."""
+    proc.run("db", "upgrade", env=proc.env_for(DATABASE_URL=db))
+    smtp_port = free_port()
+    p = proc.start("smtp", env=proc.env_for(DATABASE_URL=db, RENEWDESK_SMTP_PORT=str(smtp_port)))
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                c = smtplib.SMTP("127.0.0.1", smtp_port)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and p.poll() is None, "smtp door did not start"
+                time.sleep(0.1)
+        with c:
+            assert c.sendmail("a@x.test", ["support@desk.example.test"], b"Subject: x\r\n\r\nbody\r\n") == {}
+        assert _inbox(db) == ["new"]            # no processor in this process: it stays new for a worker
+        p.send_signal(signal.SIGTERM)
+        out = p.communicate(timeout=30)[0].decode()
+    finally:
+        p.kill()
+    assert p.returncode == 0 and "SMTP door listening" in out and "Traceback" not in out
+
+
+def test_smtp_port_in_use_is_one_clear_line(db):
+    proc.run("db", "upgrade", env=proc.env_for(DATABASE_URL=db))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = proc.run("smtp", env=proc.env_for(DATABASE_URL=db, RENEWDESK_SMTP_PORT=str(port)))
+    assert r.returncode == 78
+    assert r.stderr.decode().strip().splitlines()[-1].startswith(
+        f"renewdesk: RENEWDESK_SMTP_PORT: cannot listen for mail on 127.0.0.1:{port}")
 
 
 def test_unparseable_database_url_is_one_clear_line(db):
@@ -65,7 +123,7 @@ def test_web_and_worker_refuse_an_unmigrated_database(db):
     r = proc.run("worker", env=proc.env_for(DATABASE_URL=db))
     assert r.returncode == 78 and "run `renewdesk db upgrade`" in r.stderr.decode()
     up = proc.run("db", "upgrade", env=proc.env_for(DATABASE_URL=db))
-    assert up.returncode == 0 and "database at 0001" in up.stdout.decode()
+    assert up.returncode == 0 and f"database at {head_revision()}" in up.stdout.decode()
 
 
 def test_status_reports_every_part(db):

@@ -1,0 +1,95 @@
+"""The inbound store's operations: one row per message and recipient, derived ids, flood control, retry."""
+import datetime as dt
+
+import pytest
+from sqlalchemy import select
+
+from handlers import inbox
+from handlers.errors import Conflict, InvalidInput, NotFound
+from handlers.models import InboundMail, InboundStatus
+from mail_ingest.process import WAITING_REASON, process_batch
+
+RAW = b"From: a@x.test\r\nSubject: Hello\r\nMessage-ID: <one@x.test>\r\n\r\nbody\r\n"
+
+
+def store(services, raw=RAW, recipients=("support@desk.example.test",), sender="a@x.test", door="smtp"):
+    return services.run(inbox.store, raw, door=door, mail_from=sender, recipients=list(recipients))
+
+
+def test_same_message_through_two_doors_is_one_row(services):
+    """An SMTP delivery and an IMAP copy of the same message for the same address are one row."""
+    first = store(services)
+    again = store(services, door="imap")
+    assert first[0].id == again[0].id and again[0].duplicate and not first[0].duplicate
+
+
+def test_same_message_id_with_different_content_is_kept(services):
+    """A reused Message-ID with other bytes is another message: both are kept."""
+    a = store(services)
+    b = store(services, raw=RAW.replace(b"body", b"other body"))
+    assert a[0].id != b[0].id
+
+
+def test_missing_message_id_is_derived_from_content(services):
+    raw = b"From: a@x.test\r\nSubject: no id\r\n\r\nbody\r\n"
+    [s] = store(services, raw=raw)
+    [again] = store(services, raw=raw)
+    with services.db.transaction(readonly=True) as session:
+        row = session.get(InboundMail, s.id)
+    assert row.message_id == f"<{inbox.digest(raw)[:40]}@derived.renewdesk.invalid>" and again.duplicate
+
+
+def test_unparseable_headers_are_still_stored(services):
+    """Garbage is kept (to be quarantined by processing), never refused at the door."""
+    raw = b"\x00\xff\xfe not a header at all\r\n\r\n\x00"
+    [s] = store(services, raw=raw)
+    assert not s.duplicate
+
+
+def test_empty_message_is_refused(services):
+    with pytest.raises(InvalidInput):
+        store(services, raw=b"")
+
+
+def test_flood_cap_counts_distinct_messages_in_the_last_hour(services, clock):
+    services.settings = services.settings.replace(sender_hourly_cap=2)
+    flags = [store(services, raw=RAW.replace(b"<one@", f"<{n}@".encode()))[0].throttled for n in range(3)]
+    assert flags == [False, False, True]
+    clock.advance(hours=1, seconds=1)
+    assert store(services, raw=RAW.replace(b"<one@", b"<late@"))[0].throttled is False
+
+
+def test_recipient_check(settings):
+    s = settings.replace(mail_aliases="help.test")
+    assert inbox.is_ours(s, "Support@Desk.Example.Test") and inbox.is_ours(s, "<renew+tok@desk.example.test>")
+    assert inbox.is_ours(s, "x@help.test")
+    assert not inbox.is_ours(s, "x@evil.test") and not inbox.is_ours(s, "@desk.example.test")
+    assert not inbox.is_ours(s, "x@desk.example.test@evil.test")
+
+
+def test_processor_marks_new_mail_waiting_once(services):
+    """Until mail understanding exists, processing moves new rows to waiting, each exactly once."""
+    ids = [store(services, raw=RAW.replace(b"<one@", f"<{n}@".encode()))[0].id for n in range(3)]
+    assert process_batch(services, limit=2) == 2
+    assert process_batch(services) == 1
+    assert process_batch(services) == 0
+    with services.db.transaction(readonly=True) as s:
+        got = {r.id: (r.status, r.reason, r.attempts) for r in s.scalars(select(InboundMail))}
+    assert got == {i: (InboundStatus.waiting, WAITING_REASON, 1) for i in ids}
+
+
+def test_listing_show_and_retry(services):
+    [s] = store(services)
+    with services.db.transaction() as session:
+        session.get(InboundMail, s.id).status = InboundStatus.quarantined
+        session.get(InboundMail, s.id).reason = "no text part"
+    listed = services.run(inbox.listing, quarantined=True, readonly=True)
+    assert [(r["id"], r["subject"], r["reason"]) for r in listed] == [(s.id, "Hello", "no text part")]
+    shown = services.run(inbox.show, s.id, readonly=True)
+    assert shown["headers"].startswith("From: a@x.test") and shown["size"] == len(RAW)
+    assert services.run(inbox.retry, None) == [s.id]
+    assert services.run(inbox.listing, quarantined=True, readonly=True) == []
+    with pytest.raises(Conflict):
+        services.run(inbox.retry, s.id)
+    with pytest.raises(NotFound):
+        services.run(inbox.show, 999)

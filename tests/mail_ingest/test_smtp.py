@@ -1,0 +1,251 @@
+"""The SMTP and LMTP door on a real socket, fed by smtplib: accepted means stored, and nothing else."""
+import smtplib
+import socket
+import ssl
+
+import pytest
+from sqlalchemy import func, select
+
+from handlers.models import InboundMail
+from mail_ingest import smtp as smtp_door
+from mail_ingest.smtp import DoorController
+from tests.support.servers import free_port
+from tests.support.smtp_sink import self_signed_cert
+
+OURS = "support@desk.example.test"
+
+
+def message(n=1, sender="anna@northwind.test", body="Hello, my site is down."):
+    return (f"From: Anna <{sender}>\r\nTo: {OURS}\r\nSubject: Help {n}\r\nMessage-ID: <m{n}@northwind.test>\r\n"
+            f"\r\n{body}\r\n").encode()
+
+
+@pytest.fixture
+def door(services):
+    services.settings = services.settings.replace(max_message_bytes=50_000, smtp_max_per_peer=3)
+    controller = DoorController(services, host="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller
+    controller.stop()
+
+
+@pytest.fixture
+def lmtp_door(services):
+    controller = DoorController(services, lmtp=True, host="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller
+    controller.stop()
+
+
+def rows(services):
+    with services.db.transaction(readonly=True) as s:
+        return list(s.scalars(select(InboundMail).order_by(InboundMail.id)))
+
+
+def test_accepted_message_is_stored_with_its_envelope(services, door):
+    """250 comes back only with the raw bytes, sender, recipient, peer and time committed."""
+    raw = message()
+    with smtplib.SMTP("127.0.0.1", door.port) as c:
+        c.ehlo("mta.northwind.test")
+        code, text = c.mail("anna@northwind.test")
+        c.rcpt(OURS)
+        code, text = c.data(raw)
+    assert code == 250 and text.startswith(b"2.0.0 Stored as")
+    [row] = rows(services)
+    assert row.raw == raw and row.door == "smtp" and row.peer == "127.0.0.1"
+    assert (row.mail_from, row.recipient, row.message_id) == ("anna@northwind.test", OURS, "<m1@northwind.test>")
+    assert row.status.value == "new" and row.received_at == services.clock.now()
+
+
+def test_foreign_recipients_are_refused_at_rcpt(services, door):
+    """The door is never a relay: another domain gets 550 5.1.1 and nothing is stored."""
+    with smtplib.SMTP("127.0.0.1", door.port) as c:
+        c.ehlo()
+        c.mail("spammer@evil.test")
+        code, text = c.rcpt("victim@elsewhere.test")
+        assert code == 550 and text.startswith(b"5.1.1")
+        assert c.rcpt("support@desk.example.test.evil.test")[0] == 550
+    assert rows(services) == []
+
+
+def test_aliases_are_ours(services):
+    services.settings = services.settings.replace(mail_aliases="help.example.test, @billing.example.test")
+    controller = DoorController(services, host="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", controller.port) as c:
+            assert c.sendmail("a@x.test", ["help@help.example.test", "x@billing.example.test"], message()) == {}
+    finally:
+        controller.stop()
+    assert sorted(r.recipient for r in rows(services)) == ["help@help.example.test", "x@billing.example.test"]
+
+
+def test_size_is_advertised_and_enforced(services, door):
+    """SIZE is in EHLO; too big is 552 5.3.4 whether announced in MAIL FROM or found in DATA."""
+    with smtplib.SMTP("127.0.0.1", door.port) as c:
+        c.ehlo()
+        assert c.esmtp_features["size"] == "50000"
+        code, text = c.mail("a@x.test", ["SIZE=60000"])
+        assert code == 552 and text.startswith(b"5.3.4")
+        c.rset()
+        c.mail("a@x.test")
+        c.rcpt(OURS)
+        code, text = c.data(message(body="x" * 60_000))
+        assert code == 552 and text.startswith(b"5.3.4")
+    assert rows(services) == []
+
+
+def test_a_line_longer_than_rfc_5322_allows_is_still_stored(services, door):
+    """Broken mailers send 5,000-character lines; refusing them would lose a client's mail."""
+    with smtplib.SMTP("127.0.0.1", door.port) as c:
+        assert c.sendmail("a@x.test", [OURS], message(body="y" * 5000)) == {}
+    assert len(rows(services)) == 1
+
+
+def test_redelivery_is_accepted_and_stored_once(services, door):
+    """An MTA that retries after a lost 250 gets 250 again, and the inbox keeps one row."""
+    for _ in range(3):
+        with smtplib.SMTP("127.0.0.1", door.port) as c:
+            assert c.sendmail("anna@northwind.test", [OURS], message()) == {}
+    assert len(rows(services)) == 1
+
+
+def test_one_row_per_recipient(services, door):
+    with smtplib.SMTP("127.0.0.1", door.port) as c:
+        c.sendmail("a@x.test", [OURS, "billing@desk.example.test", OURS], message())
+    assert sorted(r.recipient for r in rows(services)) == ["billing@desk.example.test", OURS]
+
+
+def test_database_unavailable_answers_451_then_250_when_it_returns(services, door, db_url):
+    """A store that fails is a 451 (the MTA retries), never a 5xx; the same session works once it is back."""
+    with smtplib.SMTP("127.0.0.1", door.port) as c:
+        c.ehlo()
+        with database_down(services, db_url):
+            c.mail("anna@northwind.test")
+            c.rcpt(OURS)
+            code, text = c.data(message(1))
+            assert code == 451 and text.startswith(b"4.3.0")
+        c.rset()
+        assert c.sendmail("anna@northwind.test", [OURS], message(1)) == {}
+    assert len(rows(services)) == 1
+
+
+class database_down:
+    """Makes the real database refuse: an exclusive lock on SQLite, no new connections on PostgreSQL."""
+
+    def __init__(self, services, db_url):
+        self.services, self.db_url = services, db_url
+
+    def __enter__(self):
+        from sqlalchemy import create_engine, text
+        if self.db_url.startswith("sqlite"):
+            import sqlite3
+            self.lock = sqlite3.connect(self.db_url.removeprefix("sqlite:///"), isolation_level=None)
+            self.lock.execute("BEGIN EXCLUSIVE")
+            self._busy(0.2)
+        else:
+            name = self.db_url.rsplit("/", 1)[1]
+            self.admin = create_engine(self.db_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+            with self.admin.connect() as conn:
+                conn.execute(text(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false"))
+                conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"))
+        return self
+
+    def _busy(self, seconds):
+        from handlers.db import Database
+        old = self.services.db
+        self.services.settings = self.services.settings.replace(db_busy_timeout=seconds)
+        self.services.db = Database(self.services.settings)
+        old.dispose()
+
+    def __exit__(self, *exc):
+        from sqlalchemy import text
+        if self.db_url.startswith("sqlite"):
+            self.lock.execute("ROLLBACK")
+            self.lock.close()
+            self._busy(10)
+        else:
+            name = self.db_url.rsplit("/", 1)[1]
+            with self.admin.connect() as conn:
+                conn.execute(text(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true"))
+            self.admin.dispose()
+
+
+def test_a_bug_while_storing_is_451_not_500(services, door, monkeypatch):
+    """Whatever goes wrong inside, the door tells the MTA to try again rather than bounce."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(smtp_door, "receive", broken)
+    with smtplib.SMTP("127.0.0.1", door.port) as c:
+        c.ehlo()
+        c.mail("a@x.test")
+        c.rcpt(OURS)
+        code, _ = c.data(message())
+    assert code == 451
+
+
+def test_lmtp_answers_once_per_recipient(services, lmtp_door):
+    """RFC 2033: after DATA, one status line for each accepted recipient."""
+    with smtplib.LMTP("127.0.0.1", lmtp_door.port) as c:
+        assert c.ehlo()[0] == 250                   # smtplib sends LHLO for LMTP
+        c.mail("anna@northwind.test")
+        assert c.rcpt(OURS)[0] == 250
+        assert c.rcpt("billing@desk.example.test")[0] == 250
+        assert c.rcpt("someone@else.test")[0] == 550
+        first = c.data(message())
+        second = c.getreply()
+    assert first[0] == 250 and b"<support@desk.example.test> stored as" in first[1]
+    assert second[0] == 250 and b"<billing@desk.example.test> stored as" in second[1]
+    assert len(rows(services)) == 2 and {r.door for r in rows(services)} == {"lmtp"}
+
+
+def test_connections_per_peer_are_capped(services, door):
+    """A fourth simultaneous connection from one address is told 421 and closed; the first three work."""
+    clients = [smtplib.SMTP("127.0.0.1", door.port) for _ in range(3)]
+    try:
+        with socket.create_connection(("127.0.0.1", door.port), timeout=5) as extra:
+            assert extra.recv(200).startswith(b"421 4.7.0")
+        assert clients[0].sendmail("a@x.test", [OURS], message()) == {}
+    finally:
+        for c in clients:
+            c.quit()
+    with smtplib.SMTP("127.0.0.1", door.port) as again:   # closed connections free their slots
+        assert again.noop()[0] == 250
+
+
+def test_starttls_with_the_configured_certificate(services, tmp_path):
+    cert, key = self_signed_cert(tmp_path)
+    services.settings = services.settings.replace(smtp_tls_cert=str(cert), smtp_tls_key=str(key))
+    controller = DoorController(services, host="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", controller.port) as c:
+            c.starttls(context=ssl.create_default_context(cafile=str(cert)))
+            assert c.sendmail("a@x.test", [OURS], message()) == {}
+    finally:
+        controller.stop()
+    assert len(rows(services)) == 1
+
+
+def test_flood_is_stored_but_throttled(services, door):
+    """Past the hourly cap a sender's mail is kept (nothing lost) and marked so it gets no auto-reply."""
+    services.settings = services.settings.replace(sender_hourly_cap=3)
+    with smtplib.SMTP("127.0.0.1", door.port) as c:
+        for n in range(5):
+            c.sendmail("flood@x.test", [OURS], message(n, sender="flood@x.test"))
+        c.sendmail("calm@x.test", [OURS], message(99, sender="calm@x.test"))
+    throttled = {r.message_id: r.throttled for r in rows(services)}
+    assert len(throttled) == 6
+    assert [throttled[f"<m{n}@northwind.test>"] for n in range(5)] == [False, False, False, True, True]
+    assert throttled["<m99@northwind.test>"] is False
+
+
+def test_port_in_use_is_a_clear_error(services):
+    from handlers.errors import SettingsError
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        controller = DoorController(services, host="127.0.0.1", port=taken.getsockname()[1])
+        with pytest.raises(SettingsError, match="RENEWDESK_SMTP_PORT: cannot listen for mail"):
+            controller.start()
