@@ -6,7 +6,7 @@ import logging
 from typing import Iterator
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -80,6 +80,17 @@ class Database:
         try:
             with factory() as session, session.begin():
                 yield session
+        except (OperationalError, DBAPIError) as exc:
+            if is_transient(exc):
+                raise TemporaryFailure(f"database unavailable: {_short(exc)}") from exc
+            raise
+
+    @contextlib.contextmanager
+    def core_transaction(self) -> Iterator[Connection]:
+        """One transaction on a Core connection, for hot paths that need no ORM (the mail doors)."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
         except (OperationalError, DBAPIError) as exc:
             if is_transient(exc):
                 raise TemporaryFailure(f"database unavailable: {_short(exc)}") from exc

@@ -10,20 +10,30 @@ from typing import Any
 
 from sqlalchemy import select
 
+from handlers.inbox import over_flood_cap
 from handlers.models import InboundMail, InboundStatus
 
 log = logging.getLogger("renewdesk.inbox")
 WAITING_REASON = "stored; waiting for the mail understanding step"
 
 
+def _take(tx: Any, limit: int) -> int:
+    rows = list(tx.session.scalars(select(InboundMail).where(InboundMail.status == InboundStatus.new)
+                                   .order_by(InboundMail.id).limit(limit).with_for_update(skip_locked=True)))
+    for row in rows:
+        # flood control first: whatever later steps do, a throttled message gets no automatic reply
+        row.throttled = over_flood_cap(tx, row)
+        if row.throttled:
+            log.info("inbox: message %s from %s is over the hourly cap: kept, never auto-answered",
+                     row.id, row.mail_from)
+        row.status, row.reason, row.processed_at = InboundStatus.waiting, WAITING_REASON, tx.now
+        row.attempts += 1
+    return len(rows)
+
+
 def process_batch(services: Any, limit: int = 50) -> int:
     """Take up to ``limit`` new messages and move each on; returns how many were taken."""
-    with services.db.transaction() as s:
-        rows = list(s.scalars(select(InboundMail).where(InboundMail.status == InboundStatus.new)
-                              .order_by(InboundMail.id).limit(limit).with_for_update(skip_locked=True)))
-        for row in rows:
-            row.status, row.reason, row.processed_at = InboundStatus.waiting, WAITING_REASON, services.clock.now()
-            row.attempts += 1
-    if rows:
-        log.info("inbox: %d message(s) waiting for mail understanding", len(rows))
-    return len(rows)
+    taken = services.run(_take, limit, actor="system:inbox")
+    if taken:
+        log.info("inbox: %d message(s) waiting for mail understanding", taken)
+    return taken

@@ -3,15 +3,16 @@
 - RCPT: only our domain and its aliases (``550 5.1.1`` for the rest); never a relay.
 - SIZE is advertised and enforced: ``552 5.3.4`` (RFC 3463) for too big, whether announced
   in MAIL FROM or found while reading DATA.
-- DATA: the store runs in a worker thread, so a slow commit never stalls other sessions;
-  any failure to store answers ``451 4.3.0`` and the sending MTA retries.
+- DATA: the message goes to the group committer (one writer thread, one transaction for
+  all messages waiting), so a commit never stalls other sessions and never races another
+  writer; the session answers 250 once that transaction has committed, and ``451 4.3.0``
+  for any failure to store, so the sending MTA retries.
 - LMTP (RFC 2033) answers one status line per accepted recipient after DATA.
 - Optional STARTTLS with the configured certificate; a cap on connections per peer address.
 """
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import ssl
 import threading
@@ -23,8 +24,8 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
 from handlers.errors import InvalidInput, TemporaryFailure
-from handlers.inbox import is_ours
-from mail_ingest.receive import receive
+from handlers.inbox import Incoming, is_ours
+from mail_ingest.receive import GroupCommitter
 
 log = logging.getLogger("renewdesk.smtp")
 TRY_LATER = "451 4.3.0 Could not store the message right now; please try again later"
@@ -33,8 +34,9 @@ TRY_LATER = "451 4.3.0 Could not store the message right now; please try again l
 class InboxHandler:
     """aiosmtpd hooks: check recipients, store the message, answer honestly."""
 
-    def __init__(self, services: Any, *, lmtp: bool = False):
+    def __init__(self, services: Any, committer: GroupCommitter, *, lmtp: bool = False):
         self.services = services
+        self.committer = committer
         self.lmtp = lmtp
         self.door = "lmtp" if lmtp else "smtp"
 
@@ -47,10 +49,9 @@ class InboxHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         raw = envelope.original_content or b""
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
-        store = functools.partial(receive, self.services, raw, door=self.door, mail_from=envelope.mail_from or "",
-                                  recipients=list(envelope.rcpt_tos), peer=peer)
+        incoming = Incoming(raw, self.door, envelope.mail_from or "", tuple(envelope.rcpt_tos), peer)
         try:
-            stored = await asyncio.get_running_loop().run_in_executor(None, store)
+            stored = await self.committer.submit_async(incoming)
         except InvalidInput as exc:
             return self._each(envelope, f"554 5.6.0 {exc.message}")
         except TemporaryFailure as exc:
@@ -146,8 +147,9 @@ class DoorController(Controller):
         if settings.smtp_tls_cert:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.load_cert_chain(settings.smtp_tls_cert, settings.smtp_tls_key)
+        self.committer = GroupCommitter(services)
         super().__init__(
-            InboxHandler(services, lmtp=lmtp), hostname=host or settings.smtp_host,
+            InboxHandler(services, self.committer, lmtp=lmtp), hostname=host or settings.smtp_host,
             port=settings.smtp_port if port is None else port, ready_timeout=10,
             server_hostname=settings.mail_domain, data_size_limit=settings.max_message_bytes,
             enable_SMTPUTF8=True, decode_data=False, tls_context=tls, require_starttls=False,
@@ -166,3 +168,7 @@ class DoorController(Controller):
             raise SettingsError(f"RENEWDESK_SMTP_PORT: cannot listen for mail on {self.hostname}:{self.port}: "
                                 f"{exc.strerror or exc}") from None
         log.info("%s door listening on %s:%s", "LMTP" if self.lmtp else "SMTP", self.hostname, self.port)
+
+    def stop(self, *args: Any, **kwargs: Any) -> None:
+        self.committer.close()  # first: what it holds is stored and answered while the loop still runs
+        super().stop(*args, **kwargs)

@@ -49,7 +49,8 @@ class InboundMail(Base):
         # a redelivery (MTA retry, IMAP reconnect) is accepted again but stored once
         UniqueConstraint("message_id", "digest", "recipient"),
         Index("ix_inbound_status", "status", "id"),
-        Index("ix_inbound_sender_received", "mail_from", "received_at"),
+        # flood control counts a sender's distinct messages in the last hour from the index alone
+        Index("ix_inbound_sender_received", "mail_from", "received_at", "digest"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -333,7 +333,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('message_id', 'digest', 'recipient', name=op.f('uq_inbound_mail_message_id_digest_recipient'))
     )
     with op.batch_alter_table('inbound_mail', schema=None) as batch_op:
-        batch_op.create_index('ix_inbound_sender_received', ['mail_from', 'received_at'], unique=False)
+        batch_op.create_index('ix_inbound_sender_received', ['mail_from', 'received_at', 'digest'], unique=False)
         batch_op.create_index('ix_inbound_status', ['status', 'id'], unique=False)
 
     op.create_table('outbound_mail',

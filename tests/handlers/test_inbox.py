@@ -51,12 +51,32 @@ def test_empty_message_is_refused(services):
         store(services, raw=b"")
 
 
+def _throttled(services):
+    with services.db.transaction(readonly=True) as s:
+        return [r.throttled for r in s.scalars(select(InboundMail).order_by(InboundMail.id))]
+
+
 def test_flood_cap_counts_distinct_messages_in_the_last_hour(services, clock):
+    """The cap counts a sender's other messages in the hour before each one; older mail no longer counts."""
     services.settings = services.settings.replace(sender_hourly_cap=2)
-    flags = [store(services, raw=RAW.replace(b"<one@", f"<{n}@".encode()))[0].throttled for n in range(3)]
-    assert flags == [False, False, True]
+    for n in range(3):
+        store(services, raw=RAW.replace(b"<one@", f"<{n}@".encode()))
+    # one message to two of our addresses is one message, not two
+    store(services, raw=RAW.replace(b"<one@", b"<dual@"), recipients=("a@desk.example.test", "b@desk.example.test"))
     clock.advance(hours=1, seconds=1)
-    assert store(services, raw=RAW.replace(b"<one@", b"<late@"))[0].throttled is False
+    store(services, raw=RAW.replace(b"<one@", b"<late@"))
+    process_batch(services)
+    assert _throttled(services) == [False, False, True, True, True, False]
+
+
+def test_flood_judgement_does_not_depend_on_processing_order(services):
+    """Processing later (or in several batches) gives the same verdicts as processing at once."""
+    services.settings = services.settings.replace(sender_hourly_cap=1)
+    for n in range(3):
+        store(services, raw=RAW.replace(b"<one@", f"<{n}@".encode()))
+    for _ in range(3):
+        process_batch(services, limit=1)
+    assert _throttled(services) == [False, True, True]
 
 
 def test_recipient_check(settings):

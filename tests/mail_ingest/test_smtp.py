@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from handlers.models import InboundMail
-from mail_ingest import smtp as smtp_door
+from handlers import inbox
 from mail_ingest.smtp import DoorController
 from tests.support.servers import free_port
 from tests.support.smtp_sink import self_signed_cert
@@ -176,7 +176,7 @@ def test_a_bug_while_storing_is_451_not_500(services, door, monkeypatch):
     """Whatever goes wrong inside, the door tells the MTA to try again rather than bounce."""
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
-    monkeypatch.setattr(smtp_door, "receive", broken)
+    monkeypatch.setattr(inbox, "insert_many", broken)
     with smtplib.SMTP("127.0.0.1", door.port) as c:
         c.ehlo()
         c.mail("a@x.test")
@@ -228,13 +228,15 @@ def test_starttls_with_the_configured_certificate(services, tmp_path):
     assert len(rows(services)) == 1
 
 
-def test_flood_is_stored_but_throttled(services, door):
-    """Past the hourly cap a sender's mail is kept (nothing lost) and marked so it gets no auto-reply."""
+def test_flood_is_stored_then_throttled_by_the_processor(services, door):
+    """Past the hourly cap a sender's mail is kept (250, nothing lost); processing marks it throttled."""
+    from mail_ingest.process import process_batch
     services.settings = services.settings.replace(sender_hourly_cap=3)
     with smtplib.SMTP("127.0.0.1", door.port) as c:
         for n in range(5):
-            c.sendmail("flood@x.test", [OURS], message(n, sender="flood@x.test"))
+            assert c.sendmail("flood@x.test", [OURS], message(n, sender="flood@x.test")) == {}
         c.sendmail("calm@x.test", [OURS], message(99, sender="calm@x.test"))
+    process_batch(services)
     throttled = {r.message_id: r.throttled for r in rows(services)}
     assert len(throttled) == 6
     assert [throttled[f"<m{n}@northwind.test>"] for n in range(5)] == [False, False, False, True, True]
