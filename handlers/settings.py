@@ -77,7 +77,9 @@ class Settings:
         "RENEWDESK_SLACK_CHANNEL", None, "the staff channel's id for cards and digests")
     slack_api_url: str | None = _setting(
         "SLACK_API_URL", None, "base URL of the Slack Web API (unset: Slack's own)")
-    imap_url: str | None = _setting("RENEWDESK_IMAP_URL", None, "`imaps://user:pass@host/INBOX` to poll")
+    imap_url: str | None = _setting(
+        "RENEWDESK_IMAP_URL", None, "mailbox to poll: `imaps://user:pass@host/INBOX`, or `imap://` (STARTTLS "
+        "when offered); `?cafile=PATH` for a private CA")
     templates_dir: str | None = _setting(
         "RENEWDESK_TEMPLATES_DIR", None, "an operator's templates folder; its files override ours one by one")
     digest_hour: int = _setting("RENEWDESK_DIGEST_HOUR", 8, "hour (business timezone) of the daily sweeps and digest")
@@ -199,6 +201,8 @@ def validate(settings: Settings) -> None:
     if not settings.imap_after == "seen" and not settings.imap_after == "delete" \
             and not (settings.imap_after.startswith("move:") and len(settings.imap_after) > 5):
         raise SettingsError(f"RENEWDESK_IMAP_AFTER: `seen`, `move:FOLDER` or `delete`, not {settings.imap_after!r}")
+    if settings.imap_url and urlsplit(settings.imap_url).scheme not in ("imap", "imaps"):
+        raise SettingsError("RENEWDESK_IMAP_URL: must start with imap:// or imaps://")
     if bool(settings.smtp_tls_cert) != bool(settings.smtp_tls_key):
         raise SettingsError("RENEWDESK_SMTP_TLS_CERT and RENEWDESK_SMTP_TLS_KEY go together: set both or neither")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

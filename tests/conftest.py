@@ -17,6 +17,7 @@ from handlers.clock import FixedClock
 from handlers.services import Services
 from handlers.settings import load_settings
 from renewdesk.migrate import upgrade
+from tests.support.dovecot import dovecot_server, imap_user  # noqa: F401  (fixtures for the IMAP tests)
 from tests.support.servers import PostgresServer
 
 START = "2026-11-21T09:00:00+00:00"

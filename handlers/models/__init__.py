@@ -5,6 +5,7 @@ from handlers.models.accounts import (PERMISSIONS, SERVICE_KINDS, Account, Accou
 from handlers.models.base import Base, UTCDateTime
 from handlers.models.billing import (Invoice, InvoiceLine, InvoiceStatus, LedgerEntry, LedgerKind, Payment,
                                      PaymentAllocation)
+from handlers.models.imap import ImapCursor
 from handlers.models.mail import InboundMail, InboundStatus, OutboundMail, OutboxStatus, SlackPost
 from handlers.models.ops import AppSetting, AuditEvent, JobRun, Role, StaffMember
 from handlers.models.renewals import DecisionAction, Notice, RenewalDecision, RenewalRequest
