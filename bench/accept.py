@@ -171,18 +171,18 @@ def inbox_counts(url: str) -> tuple[int, int, int]:
         engine.dispose()
 
 
-def fresh_database(args: argparse.Namespace, pg: PostgresServer | None, tmp: Path, senders: int) -> str:
+def fresh_database(args: argparse.Namespace, pg: PostgresServer | None, tmp: Path, name: str) -> str:
     from renewdesk.migrate import upgrade
     if args.database_url:
         url = args.database_url
     elif pg is not None:
         admin = create_engine(pg.url(), isolation_level="AUTOCOMMIT")
         with admin.connect() as c:
-            c.execute(text(f"CREATE DATABASE bench_accept_{senders}"))
+            c.execute(text(f"CREATE DATABASE bench_accept_{name}"))
         admin.dispose()
-        url = pg.url(f"bench_accept_{senders}")
+        url = pg.url(f"bench_accept_{name}")
     else:
-        url = f"sqlite:///{tmp}/ours-{senders}.db"
+        url = f"sqlite:///{tmp}/ours-{name}.db"
     engine = create_engine(url)
     upgrade(engine)
     engine.dispose()
@@ -218,9 +218,9 @@ def main() -> int:
                 sys.exit(f"bench.accept: cannot start PostgreSQL: {exc}")
         runs: dict[tuple[str, int], list[dict]] = {}
         rows_ok, kind = True, "sqlite"
-        for _ in range(args.repeat):
+        for rep in range(args.repeat):
             for senders in SENDERS:  # ours then no-op, back to back: both see the same machine
-                url = fresh_database(args, pg, tmp, senders)
+                url = fresh_database(args, pg, tmp, f"{senders}_{rep}")
                 kind = url.split(":")[0].split("+")[0]
                 before = inbox_counts(url)
                 res = one_pass("ours", url, msgs, senders)
