@@ -17,7 +17,7 @@ from sqlalchemy import select
 from handlers.errors import TemporaryFailure
 from handlers.models import ImapCursor, InboundMail
 from handlers.services import Services
-from mail_ingest import imap
+from mail_ingest import imap, imap_state
 from mail_ingest.imap import ImapDoor
 from tests.support.dovecot import PASSWORD
 
@@ -281,7 +281,7 @@ def test_a_cut_between_commit_and_after_action_is_finished_on_the_next_pass(
 
     def run(op, *args, **kwargs):
         result = real_run(op, *args, **kwargs)
-        if op is imap._store_batch:
+        if op is imap_state._store_batch:
             commits.append(args)
             if len(commits) == 2:
                 proxy.cut()
@@ -366,7 +366,7 @@ def test_a_commit_that_fails_mid_pass_leaves_that_batch_unread_for_the_next_pass
     real_run, calls = door.services.run, []
 
     def run(op, *args, **kwargs):
-        if op is imap._store_batch:
+        if op is imap_state._store_batch:
             calls.append(args)
             if len(calls) == 2:
                 raise TemporaryFailure("database unavailable: injected")
@@ -461,7 +461,7 @@ def test_a_batch_of_large_messages_is_stored_in_groups_bounded_by_bytes(
     real_run, groups = door.services.run, []
 
     def run(op, *args, **kwargs):
-        if op is imap._store_batch:
+        if op is imap_state._store_batch:
             groups.append([m[0] for m in args[3]])
         return real_run(op, *args, **kwargs)
 
