@@ -52,12 +52,32 @@ def _configure_sqlite(engine: Engine, busy_ms: int) -> None:
         conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("readonly") else "BEGIN IMMEDIATE")
 
 
+# PostgreSQL SQLSTATE classes that mean "the server, not the statement": connection trouble,
+# shutdown, out of resources, serialization failure or deadlock (retrying helps).
+_PG_TRANSIENT = ("08", "53", "57P", "40001", "40P01", "55P03")
+# SQLite messages that mean the same: locked, busy, cannot open, I/O or full disk.
+_SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o", "database or disk is full", "readonly")
+
+
 def is_transient(exc: BaseException) -> bool:
-    """True for errors worth retrying later: the database is down, locked or refused the connection."""
+    """True for errors worth retrying later: the database is down, locked, busy or unreachable.
+
+    A statement the database refuses for what it contains (a value too large for an index, a
+    NUL in text) is not transient: retrying it would fail forever.
+    """
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code:
+        return code.startswith(_PG_TRANSIENT)
     if isinstance(exc, OperationalError):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
+        text = str(orig).lower()
+        if "sqlite" in type(orig).__module__:
+            return any(marker in text for marker in _SQLITE_TRANSIENT)
+        return True  # a driver error without a code is a connection failure
     return False
 
 

@@ -56,6 +56,10 @@ class Temporary(Exception):
     """Try again later (4xx, connection refused or dropped)."""
 
 
+class Lost(Exception):
+    """Another worker took the row back (its lease ran out): leave it to them."""
+
+
 class Ambiguous(Exception):
     """The connection failed after the body went out: the relay may have delivered it."""
 
@@ -161,8 +165,9 @@ def backoff(settings: Settings, attempts: int) -> dt.timedelta:
 class Deliverer:
     """Claims due rows and sends them; one instance per worker loop."""
 
-    def __init__(self, services: Any, worker_id: str | None = None):
+    def __init__(self, services: Any, worker_id: str | None = None, stopping: Any = None):
         self.services = services
+        self.stopping = stopping  # a threading.Event: stop between rows, releasing the rest
         self.settings: Settings = services.settings
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.relay = Relay(RelayConfig.from_url(self.settings.outbound_smtp_url), self.settings.mail_domain)
@@ -174,15 +179,24 @@ class Deliverer:
         """Recover stale claims, then send every due row (at most ``limit``) over one connection."""
         report = DeliveryReport()
         self._recover(report)
-        ids = self._claim(limit)
-        try:
-            for row_id in ids:
-                self._send_one(row_id, report)
-        finally:
-            self.relay.close()
+        self._deliver(self._claim(limit), report)
         if report:
             log.info("outbox: %s", report.summary())
         return report
+
+    def _deliver(self, ids: list[int], report: DeliveryReport) -> None:
+        """Send claimed rows in order over one connection; release what is left untried."""
+        done = 0
+        try:
+            for row_id in ids:
+                if self.stopping is not None and self.stopping.is_set():
+                    break
+                if self._still_mine(row_id):
+                    self._send_one(row_id, report)
+                done += 1
+        finally:
+            self.relay.close()
+            self._release(ids[done:])
 
     def _recover(self, report: DeliveryReport) -> None:
         """Rows a dead worker left in ``sending``: back to the queue, or ``uncertain`` if handed over."""
@@ -218,9 +232,37 @@ class Deliverer:
                 row.attempts += 1
             return [r.id for r in rows]
 
-    def _set(self, row_id: int, **values: Any) -> None:
+    def _mine(self, row_id: int) -> Any:
+        return (OutboundMail.id == row_id) & (OutboundMail.status == OutboxStatus.sending) & \
+            (OutboundMail.claimed_by == self.worker_id)
+
+    def _still_mine(self, row_id: int) -> bool:
+        """Renew this worker's claim just before sending; False when another worker recovered the row.
+
+        A long batch (a slow relay, a big flush) can outlive the lease: the row is then someone
+        else's to send, and sending it here too would be the double send we promise never to make.
+        """
         with self.services.db.transaction() as s:
-            s.execute(update(OutboundMail).where(OutboundMail.id == row_id).values(**values))
+            return s.execute(update(OutboundMail).where(self._mine(row_id))
+                             .values(claimed_at=self.now())).rowcount == 1
+
+    def _release(self, ids: list[int]) -> None:
+        """Rows claimed but not tried (a stop, an error) go back to the queue at once."""
+        if not ids:
+            return
+        try:
+            with self.services.db.transaction() as s:
+                for row_id in ids:
+                    s.execute(update(OutboundMail).where(self._mine(row_id), OutboundMail.handed_over_at.is_(None))
+                              .values(status=OutboxStatus.queued, claimed_at=None, claimed_by=None,
+                                      attempts=OutboundMail.attempts - 1))
+        except Exception as exc:  # the lease recovers them later; say so
+            log.warning("outbox: could not release %d claimed mail(s): %s", len(ids), exc)
+
+    def _set(self, row_id: int, **values: Any) -> bool:
+        """Record what happened to a row, as long as it is still this worker's."""
+        with self.services.db.transaction() as s:
+            return s.execute(update(OutboundMail).where(self._mine(row_id)).values(**values)).rowcount == 1
 
     def _send_one(self, row_id: int, report: DeliveryReport) -> None:
         with self.services.db.transaction(readonly=True) as s:
@@ -228,6 +270,9 @@ class Deliverer:
             mail_from, recipients, raw, attempts = row.mail_from, list(row.recipients), row.raw, row.attempts
         try:
             refused = self._transmit(row_id, mail_from, recipients, raw)
+        except Lost as exc:
+            log.warning("outbox: %s", exc)
+            return
         except Permanent as exc:
             self.relay.drop()
             self._fail(row_id, str(exc), report)
@@ -275,15 +320,20 @@ class Deliverer:
                 code, msg = smtp.rcpt(rcpt)
                 if code not in (250, 251):
                     refused[rcpt] = (code, msg)
-            if len(refused) == len(recipients):
+            temporary = {r: cm for r, cm in refused.items() if cm[0] < 500}
+            if len(refused) == len(recipients) or temporary:
+                # nothing is sent yet: a recipient to retry later means the whole mail waits, so
+                # that nobody on it is dropped; only recipients refused for good are left out
                 smtp.rset()
-                worst = min(refused.values(), key=lambda cm: cm[0])  # a 4xx among them means "retry"
-                raise _classify(worst[0], worst[1], "RCPT TO")
+                code, msg = next(iter((temporary or refused).values()))
+                raise _classify(code, msg, "RCPT TO")
             code, msg = smtp.docmd("DATA")
             if code != 354:
                 raise _classify(code, msg, "DATA")
             # the point of no return: from here a crash may leave a delivered mail behind
-            self._set(row_id, handed_over_at=self.now())
+            if not self._set(row_id, handed_over_at=self.now()):
+                smtp.rset()
+                raise Lost(f"mail {row_id} was taken back by another worker before its body went out")
             handed_over = True
             smtp.send(_dot_stuffed(raw))
             code, msg = smtp.getreply()

@@ -38,6 +38,12 @@ def digest(raw: bytes) -> str:
 # the first Message-ID field of the header block, with its folded continuation lines (RFC 5322 2.2.3)
 _MESSAGE_ID = re.compile(rb"(?:^|\n)message-id[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.IGNORECASE)
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\ufffd]")
+
+
+def clean_address(address: str) -> str:
+    """An envelope address as stored: no brackets, lower-case, no control characters, bounded."""
+    return _CONTROL.sub("", address.strip().strip("<>").lower())[:320]
 
 
 def message_id_of(raw: bytes, raw_digest: str) -> str:
@@ -48,7 +54,9 @@ def message_id_of(raw: bytes, raw_digest: str) -> str:
     end = _HEADER_END.search(raw, 0, 65536)
     match = _MESSAGE_ID.search(raw, 0, end.start() if end else min(len(raw), 65536))
     value = " ".join(match.group(1).decode("utf-8", "replace").split()) if match else ""
-    if not value or len(value) > 900:
+    # the key's index has a size limit (bytes, not characters); control characters are refused by
+    # PostgreSQL: either would make the message unstorable, so the content names it instead
+    if not value or len(value.encode()) > 500 or _CONTROL.search(value):
         return f"<{raw_digest[:40]}@derived.renewdesk.invalid>"
     return value
 
@@ -97,9 +105,9 @@ def insert_many(conn: Any, messages: list[Incoming], at: dt.datetime) -> list[li
     for m in messages:
         raw_digest = digest(m.raw)
         mid = message_id_of(m.raw, raw_digest)
-        sender = m.mail_from.strip().strip("<>").lower()[:320]
-        recipients = dict.fromkeys(r.strip().strip("<>").lower()[:320] for r in m.recipients) or {"": None}
-        per_message.append([{"received_at": at, "door": m.door, "peer": m.peer[:100], "mail_from": sender,
+        sender = clean_address(m.mail_from)
+        recipients = dict.fromkeys(clean_address(r) for r in m.recipients) or {"": None}
+        per_message.append([{"received_at": at, "door": m.door, "peer": _CONTROL.sub("", m.peer)[:100], "mail_from": sender,
                              "recipient": rcpt, "message_id": mid, "digest": raw_digest, "size": len(m.raw),
                              "raw": m.raw, "status": InboundStatus.new, "throttled": False, "attempts": 0}
                             for rcpt in recipients])  # the same recipient twice in one envelope is one row

@@ -12,8 +12,9 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import Future
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from handlers import inbox
 from handlers.errors import RenewdeskError, TemporaryFailure
@@ -66,9 +67,15 @@ def receive(services: Any, raw: bytes, *, door: str, mail_from: str, recipients:
 class GroupCommitter:
     """One writer thread storing what many SMTP sessions received, a batch per transaction."""
 
-    def __init__(self, services: Any, *, max_batch: int = 64, start: bool = True):
+    def __init__(self, services: Any, *, max_batch: int = 64, start: bool = True,
+                 linger: float = 0.0, senders: Callable[[], int] | None = None):
+        """``senders()`` says how many connections could still add a message to the batch being
+        formed; while fewer messages are waiting than that, the writer waits up to ``linger``
+        seconds for them (as a database's commit delay does), so one commit serves them all."""
         self.services = services
         self.max_batch = max_batch
+        self.linger = linger
+        self.senders = senders
         self._queue: queue.SimpleQueue[tuple[inbox.Incoming, Any] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
         if start:
@@ -107,16 +114,30 @@ class GroupCommitter:
             if first is None:
                 return
             batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                batch.append(item)
-            self._commit(batch)
+            try:
+                batch = self._gather(first)
+                self._commit(batch)
+            except BaseException as exc:  # noqa: BLE001  (the writer must outlive any one batch)
+                log.exception("inbox writer: %s", exc)
+                _settle_all([(waiter, TemporaryFailure(f"could not store the message: {exc!r}"))
+                             for _, waiter in batch if not _settled(waiter)])
+
+    def _gather(self, first: tuple[inbox.Incoming, Any]) -> list[tuple[inbox.Incoming, Any]]:
+        """The batch: what is waiting now, plus what other open sessions send within ``linger``."""
+        batch = [first]
+        deadline = time.monotonic() + self.linger
+        while len(batch) < self.max_batch:
+            wanted = self.senders() if self.senders and self.linger else 0
+            wait = deadline - time.monotonic() if len(batch) < wanted else 0
+            try:
+                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # stop after this batch
+                break
+            batch.append(item)
+        return batch
 
     def _commit(self, batch: list[tuple[inbox.Incoming, Any]]) -> None:
         try:
@@ -146,8 +167,14 @@ def _settle_all(items: list[tuple[Any, Any]]) -> None:
             loop, future = waiter
             by_loop.setdefault(loop, []).append((future, outcome))
     for loop, futures in by_loop.items():
-        if not loop.is_closed():  # a closed loop's sessions are gone; their mail is stored all the same
+        try:
             loop.call_soon_threadsafe(_settle_in_loop, futures)
+        except RuntimeError:
+            pass  # the loop has closed: its sessions are gone, their mail is stored all the same
+
+
+def _settled(waiter: Any) -> bool:
+    return waiter.done() if isinstance(waiter, Future) else waiter[1].done()
 
 
 def _settle_in_loop(futures: list[tuple[asyncio.Future, Any]]) -> None:

@@ -25,11 +25,14 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
 from handlers.errors import InvalidInput, TemporaryFailure
-from handlers.inbox import Incoming, is_ours
+from handlers.inbox import Incoming, clean_address, is_ours
 from mail_ingest.receive import GroupCommitter
 
 log = logging.getLogger("renewdesk.smtp")
 TRY_LATER = "451 4.3.0 Could not store the message right now; please try again later"
+# how long a session waits for its message to be committed before telling the MTA to retry;
+# if the commit lands later after all, the retry is recognised as a redelivery and stored once
+STORE_TIMEOUT = 60.0
 
 
 class InboxHandler:
@@ -52,14 +55,16 @@ class InboxHandler:
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
         incoming = Incoming(raw, self.door, envelope.mail_from or "", tuple(envelope.rcpt_tos), peer)
         try:
-            stored = await self.committer.submit_async(incoming)
+            stored = await asyncio.wait_for(self.committer.submit_async(incoming), STORE_TIMEOUT)
         except InvalidInput as exc:
             return self._each(envelope, f"554 5.6.0 {exc.message}")
-        except TemporaryFailure as exc:
-            log.warning("%s from %s: answered 451: %s", self.door, peer, exc.message)
+        except (TemporaryFailure, asyncio.TimeoutError) as exc:
+            log.warning("%s from %s: answered 451: %s", self.door, peer, getattr(exc, "message", "store timed out"))
             return self._each(envelope, TRY_LATER)
         if self.lmtp:
-            return "\r\n".join(f"250 2.0.0 <{s.recipient}> stored as {s.id}" for s in stored)
+            # RFC 2033: one reply per accepted RCPT, in order, even for two spellings of one address
+            ids = {s.recipient: s.id for s in stored}
+            return "\r\n".join(f"250 2.0.0 <{rcpt}> stored as {ids[clean_address(rcpt)]}" for rcpt in envelope.rcpt_tos)
         return f"250 2.0.0 Stored as {','.join(str(s.id) for s in stored)}"
 
     def _each(self, envelope: Any, status: str) -> str:
@@ -130,6 +135,10 @@ class PeerLimit:
             self._open[ip] += 1
             return self._open[ip] <= self.limit
 
+    def total(self) -> int:
+        """Connections open right now, from every address."""
+        return sum(self._open.values())
+
     def leave(self, ip: str) -> None:
         with self._lock:
             self._open[ip] -= 1
@@ -148,7 +157,8 @@ class DoorController(Controller):
         if settings.smtp_tls_cert:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.load_cert_chain(settings.smtp_tls_cert, settings.smtp_tls_key)
-        self.committer = GroupCommitter(services)
+        # each connection has at most one message in flight: no point waiting for more than that
+        self.committer = GroupCommitter(services, linger=0.001, senders=self.peers.total)
         super().__init__(
             InboxHandler(services, self.committer, lmtp=lmtp), hostname=host or settings.smtp_host,
             port=settings.smtp_port if port is None else port, ready_timeout=10,

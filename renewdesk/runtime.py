@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import threading
@@ -81,10 +82,11 @@ class Loop:
 
 def delivery_loop(services: Any) -> Loop:
     """Sends due outbox rows; wakes at once when an operation queues mail."""
-    deliverer = Deliverer(services)
     log.info("outbox delivery to %s", _redact(services.settings.outbound_smtp_url))
-    return Loop("outbox", lambda: deliverer.deliver_due().sent, services.outbox_wakeup,
+    loop = Loop("outbox", lambda: deliverer.deliver_due().sent, services.outbox_wakeup,
                 services.settings.outbox_poll_seconds)
+    deliverer = Deliverer(services, stopping=loop.stopping)
+    return loop
 
 
 def inbox_loop(services: Any) -> Loop:
@@ -107,6 +109,9 @@ def wait_for_signal(stops: list[Callable[[], None]]) -> None:
     received: list[str] = []
 
     def handler(signum: int, _frame: Any) -> None:
+        if stopping.is_set():  # a second signal: the operator wants out now
+            log.warning("%s received again: exiting without waiting", signal.Signals(signum).name)
+            os._exit(128 + signum)
         received.append(signal.Signals(signum).name)
         stopping.set()
 

@@ -97,3 +97,14 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path, clock):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     svc.close()
+
+
+def test_only_server_trouble_counts_as_transient(services, db_url):
+    """A statement the database refuses for its content is not "try later" (it would fail forever)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from handlers.db import is_transient
+    with pytest.raises(DBAPIError) as refused:
+        with services.db.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT * FROM no_such_table")
+    assert not is_transient(refused.value)

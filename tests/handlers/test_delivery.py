@@ -4,7 +4,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from handlers.delivery import Deliverer, backoff
+from handlers.delivery import DeliveryReport, Deliverer, backoff
 from handlers.models import OutboundMail, OutboxStatus
 from handlers.outbox import queue_email
 from tests.support.smtp_sink import SmtpSink, self_signed_cert
@@ -135,3 +135,51 @@ def test_unknown_certificate_is_refused(services, tmp_path):
         report = Deliverer(services).deliver_due()
         assert sink.messages == []
     assert report.retried == 1 and "CERTIFICATE_VERIFY_FAILED" in _rows(services)[row_id].last_error
+
+
+def test_a_batch_that_outlives_its_lease_sends_nothing_twice(services, clock):
+    """Worker A claims, stalls past the lease; B recovers and sends; A must then skip every row."""
+    ids = _queue(services, 3)
+    with SmtpSink() as sink:
+        services.settings = services.settings.replace(outbound_smtp_url=sink.url)
+        a, b = Deliverer(services, worker_id="A"), Deliverer(services, worker_id="B")
+        claimed = a._claim(10)
+        assert sorted(claimed) == sorted(ids)
+        clock.advance(seconds=services.settings.outbox_lease_seconds + 1)
+        assert b.deliver_due().sent == 3
+        late = DeliveryReport()
+        a._deliver(claimed, late)
+        assert late.sent == 0 and len(sink.messages) == 3
+    assert {r.status for r in _rows(services).values()} == {OutboxStatus.sent}
+
+
+def test_one_recipient_to_retry_later_holds_the_whole_mail(services):
+    """A 4xx for the Cc while the To is accepted: nothing goes out yet, so nobody is dropped."""
+    def op(tx):
+        return queue_email(tx, "staff_message", {"subject": "S", "body": "B", "recipient_name": "A"},
+                           to=["ann@acme.test"], cc=["greylisted@acme.test"]).id
+    row_id = services.run(op)
+    with SmtpSink() as sink:
+        async def picky(server, session, envelope, address, options):
+            if address.startswith("greylisted"):
+                return "450 4.2.0 greylisted, try later"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+        sink.handler.handle_RCPT = picky
+        report = _deliver(services, sink)
+        assert report.retried == 1 and sink.messages == []
+    assert _rows(services)[row_id].status == OutboxStatus.queued
+
+
+def test_a_stopping_worker_releases_what_it_did_not_try(services):
+    """On shutdown the loop stops between rows and puts the untried ones straight back in the queue."""
+    import threading
+    ids = _queue(services, 3)
+    stopping = threading.Event()
+    with SmtpSink(on_data=lambda got: stopping.set()) as sink:
+        services.settings = services.settings.replace(outbound_smtp_url=sink.url)
+        report = Deliverer(services, stopping=stopping).deliver_due()
+        assert report.sent == 1 and len(sink.messages) == 1
+    rows = _rows(services)
+    assert sorted(r.status.value for r in rows.values()) == ["queued", "queued", "sent"]
+    assert all(r.claimed_by is None and r.attempts == 0 for r in rows.values() if r.status == OutboxStatus.queued)

@@ -251,3 +251,49 @@ def test_port_in_use_is_a_clear_error(services):
         controller = DoorController(services, host="127.0.0.1", port=taken.getsockname()[1])
         with pytest.raises(SettingsError, match="RENEWDESK_SMTP_PORT: cannot listen for mail"):
             controller.start()
+
+
+def test_lmtp_answers_every_rcpt_even_two_spellings_of_one_address(services, lmtp_door):
+    """Two RCPTs that name one mailbox are one row, but LMTP still owes two replies (RFC 2033)."""
+    with smtplib.LMTP("127.0.0.1", lmtp_door.port, timeout=10) as c:
+        c.ehlo()
+        c.mail("anna@northwind.test")
+        c.rcpt(OURS)
+        c.rcpt("Support@Desk.Example.Test")
+        first, second = c.data(message()), c.getreply()
+    assert first[0] == second[0] == 250
+    assert len(rows(services)) == 1
+
+
+@pytest.mark.parametrize("bad_id", ["<" + "漢" * 900 + "@x.test>", "<nul\x00inside@x.test>"])
+def test_a_hostile_message_id_is_replaced_not_refused(services, door, bad_id):
+    """A Message-ID too big for the key's index, or with a NUL, would make the message unstorable
+    (451 forever, and its batch with it): the content names the message instead."""
+    raw = f"From: a@x.test\r\nMessage-ID: {bad_id}\r\nSubject: x\r\n\r\nbody\r\n".encode()
+    with smtplib.SMTP("127.0.0.1", door.port) as c:
+        assert c.sendmail("a@x.test", [OURS], raw) == {}
+        assert c.sendmail("b@x.test", [OURS], message(7)) == {}
+    [hostile, good] = rows(services)
+    assert hostile.message_id.endswith("@derived.renewdesk.invalid>") and hostile.raw == raw
+    assert good.message_id == "<m7@northwind.test>"
+
+
+def test_the_writer_survives_its_own_error(services):
+    """If forming a batch fails, that batch is told to retry (451) and the next one is stored."""
+    from mail_ingest.receive import GroupCommitter
+    calls = []
+
+    def senders():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug while forming the batch")
+        return 1
+    committer = GroupCommitter(services, linger=0.01, senders=senders)
+    try:
+        failed = committer.submit(inbox.Incoming(message(1), "smtp", "a@x.test", (OURS,)))
+        assert "could not store" in str(failed.exception(timeout=10))
+        ok = committer.submit(inbox.Incoming(message(2), "smtp", "a@x.test", (OURS,)))
+        assert ok.result(timeout=10)[0].duplicate is False
+    finally:
+        committer.close()
+    assert len(rows(services)) == 1
