@@ -81,11 +81,16 @@ class Incoming:
     peer: str = ""
 
 
+def require_content(raw: bytes) -> None:
+    """An empty message is the one thing a door refuses outright: there is nothing to keep."""
+    if not raw:
+        raise InvalidInput("an empty message")
+
+
 def store(tx: Any, raw: bytes, *, door: str, mail_from: str, recipients: Iterable[str], peer: str = "",
           received_at: dt.datetime | None = None) -> list[Stored]:
     """Store ``raw`` once per recipient in ``tx``; returns one :class:`Stored` per recipient."""
-    if len(raw) == 0:
-        raise InvalidInput("an empty message")
+    require_content(raw)
     return store_many(tx, [Incoming(raw, door, mail_from, tuple(recipients), peer)], received_at=received_at)[0]
 
 

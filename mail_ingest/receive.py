@@ -58,9 +58,7 @@ def receive(services: Any, raw: bytes, *, door: str, mail_from: str, recipients:
     the cause (database down, disk full, a bug): each door turns that into "try again later"
     (451, exit 75, leave it on the IMAP server), so a message is never lost on our side.
     """
-    if not raw:
-        from handlers.errors import InvalidInput
-        raise InvalidInput("an empty message")
+    inbox.require_content(raw)
     return _store(services, [inbox.Incoming(raw, door, mail_from, tuple(recipients), peer)])[0]
 
 
@@ -98,11 +96,12 @@ class GroupCommitter:
         return future
 
     def _put(self, message: inbox.Incoming, waiter: Any) -> None:
-        if not message.raw:
-            from handlers.errors import InvalidInput
-            _settle_all([(waiter, InvalidInput("an empty message"))])
-        else:
-            self._queue.put((message, waiter))
+        try:
+            inbox.require_content(message.raw)  # refused before it could share a batch with others
+        except RenewdeskError as exc:
+            _settle_all([(waiter, exc)])
+            return
+        self._queue.put((message, waiter))
 
     def close(self) -> None:
         self._queue.put(None)
@@ -148,8 +147,6 @@ class GroupCommitter:
                 for item in batch:
                     self._commit([item])
                 return
-            outcomes = [exc] * len(batch)
-        except BaseException as exc:  # noqa: BLE001  (every waiter must hear back)
             outcomes = [exc] * len(batch)
         _settle_all([(waiter, outcome) for (_, waiter), outcome in zip(batch, outcomes)])
 
