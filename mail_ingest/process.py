@@ -1,4 +1,5 @@
-"""The inbox processor: drains ``new`` rows. Until mail understanding exists it marks them waiting.
+"""The inbox processor: drains ``new`` rows: flood control, then parsing; mail that cannot be read
+is quarantined with the reason (Promise 2), the rest waits for the classifier, which is not built yet.
 
 Rows are claimed with ``FOR UPDATE SKIP LOCKED`` so several processors (threads, or
 processes on PostgreSQL) never take the same message.
@@ -12,6 +13,7 @@ from sqlalchemy import select
 
 from handlers.inbox import over_flood_cap
 from handlers.models import InboundMail, InboundStatus
+from mail_ingest.parse import parse
 
 log = logging.getLogger("renewdesk.inbox")
 WAITING_REASON = "stored; waiting for the mail understanding step"
@@ -26,8 +28,14 @@ def _take(tx: Any, limit: int) -> int:
         if row.throttled:
             log.info("inbox: message %s from %s is over the hourly cap: kept, never auto-answered",
                      row.id, row.mail_from)
-        row.status, row.reason, row.processed_at = InboundStatus.waiting, WAITING_REASON, tx.now
         row.attempts += 1
+        row.processed_at = tx.now
+        parsed = parse(row.raw)
+        if parsed.unreadable_reason:
+            row.status, row.classification, row.reason = InboundStatus.quarantined, "unreadable", parsed.unreadable_reason
+            log.warning("inbox: message %s quarantined: %s", row.id, parsed.unreadable_reason)
+        else:
+            row.status, row.reason = InboundStatus.waiting, WAITING_REASON
     return len(rows)
 
 

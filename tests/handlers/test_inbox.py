@@ -113,3 +113,18 @@ def test_listing_show_and_retry(services):
         services.run(inbox.retry, s.id)
     with pytest.raises(NotFound):
         services.run(inbox.show, 999)
+
+
+def test_unreadable_mail_is_quarantined_with_its_reason_and_can_be_retried(services):
+    """Promise 2: what cannot be read is kept, shown with why, and can be processed again."""
+    [blank] = store(services, raw=b" \r\n \r\n")
+    [fine] = store(services)
+    process_batch(services)
+    with services.db.transaction(readonly=True) as s:
+        rows = {r.id: r for r in s.scalars(select(InboundMail))}
+    assert (rows[blank.id].status, rows[blank.id].classification) == (InboundStatus.quarantined, "unreadable")
+    assert rows[blank.id].reason and rows[blank.id].raw == b" \r\n \r\n"
+    assert rows[fine.id].status == InboundStatus.waiting
+    listed = services.run(inbox.listing, quarantined=True, readonly=True)
+    assert [(r["id"], r["reason"]) for r in listed] == [(blank.id, rows[blank.id].reason)]
+    assert services.run(inbox.retry, None) == [blank.id]
