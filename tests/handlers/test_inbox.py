@@ -128,3 +128,39 @@ def test_unreadable_mail_is_quarantined_with_its_reason_and_can_be_retried(servi
     listed = services.run(inbox.listing, quarantined=True, readonly=True)
     assert [(r["id"], r["reason"]) for r in listed] == [(blank.id, rows[blank.id].reason)]
     assert services.run(inbox.retry, None) == [blank.id]
+
+
+def test_processing_records_the_verdict_and_finishes_our_own_mail(services):
+    """Our own mail coming back is done with no action; a bounce keeps its verdict for later work."""
+    own = RAW.replace(b"<one@x.test>", b"<rd.1@desk.example.test>")
+    bounce = (b"From: MAILER-DAEMON@mx.example.test\r\nTo: bounces@desk.example.test\r\nMessage-ID: <b1@mx>\r\n"
+              b"Subject: Undelivered Mail Returned to Sender\r\nContent-Type: multipart/report; "
+              b"report-type=delivery-status; boundary=XX\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\n"
+              b"Delivery failed.\r\n--XX\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n"
+              b"Final-Recipient: rfc822; gone@acme.test\r\nAction: failed\r\nStatus: 5.1.1\r\n--XX--\r\n")
+    ids = [store(services, raw=raw, sender=sender)[0].id
+           for raw, sender in ((own, "bounces@desk.example.test"), (bounce, ""), (RAW, "a@x.test"))]
+    process_batch(services)
+    with services.db.transaction(readonly=True) as s:
+        got = [(r.status, r.classification) for r in (s.get(InboundMail, i) for i in ids)]
+    assert got == [(InboundStatus.done, "own"), (InboundStatus.waiting, "bounce"),
+                   (InboundStatus.waiting, "unclassified")]
+
+
+def test_a_message_whose_processing_fails_is_quarantined_not_retried_forever(services, monkeypatch):
+    """A bug on one message quarantines that message with the reason; the others go on."""
+    import mail_ingest.process as process
+    real = process.classify
+
+    def picky(mail, envelope, settings):
+        if "boom" in mail.subject:
+            raise RuntimeError("a bug")
+        return real(mail, envelope, settings)
+    monkeypatch.setattr(process, "classify", picky)
+    [bad] = store(services, raw=RAW.replace(b"Hello", b"boom"))
+    [good] = store(services, raw=RAW.replace(b"<one@", b"<two@"))
+    process_batch(services)
+    with services.db.transaction(readonly=True) as s:
+        assert s.get(InboundMail, bad.id).status == InboundStatus.quarantined
+        assert "processing failed: RuntimeError: a bug" in s.get(InboundMail, bad.id).reason
+        assert s.get(InboundMail, good.id).status == InboundStatus.waiting

@@ -1,7 +1,6 @@
 """Every real-world message of the corpora goes through the store and the processor on both
 databases, and each ends waiting (readable) or quarantined with a reason: nothing crashes,
 nothing is dropped."""
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -10,7 +9,7 @@ from handlers.inbox import Incoming, store_many
 from handlers.models import InboundMail, InboundStatus
 from mail_ingest.process import process_batch
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
+from tests.support.corpus import CORPUS
 SKIP_NAMES = {"LICENSE", "MIT-LICENSE", "SOURCE.md", "expected.json", ".gitattributes"}
 
 
@@ -20,7 +19,7 @@ def corpus_messages() -> list[bytes]:
     return [p.read_bytes() for p in files]
 
 
-@pytest.mark.skipif(not CORPUS.exists(), reason="the shared corpus is not beside the project")
+@pytest.mark.skipif(not CORPUS.exists(), reason=f"the mail corpus is not at {CORPUS} (set RENEWDESK_CORPUS)")
 def test_every_corpus_message_is_stored_and_ends_waiting_or_quarantined(services):
     raws = [raw for raw in corpus_messages() if raw]  # the doors refuse empty input outright
     assert len(raws) > 900

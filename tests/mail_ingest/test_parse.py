@@ -6,13 +6,12 @@ import binascii
 import datetime as dt
 import random
 import time
-from pathlib import Path
 
 import pytest
 
 from mail_ingest.parse import ParsedMail, parse
 
-CORPUS = Path(__file__).parents[2].parent / "shared" / "corpus"
+from tests.support.corpus import CORPUS
 RUBY = CORPUS / "ruby-mail" / "spec" / "fixtures" / "emails"
 FOLDERS = ("ruby-mail", "sisimai-set-of-emails", "talon", "crisp-email-reply-parser")
 NOT_MAIL = {"LICENSE", "MIT-LICENSE", "SOURCE.md", ".gitattributes"}

@@ -4,7 +4,7 @@ import socket
 import ssl
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from handlers.models import InboundMail
 from handlers import inbox

@@ -16,7 +16,7 @@ import pytest
 from mail_ingest.html_text import QUOTE_MARKER, html_to_text
 from mail_ingest.strip import is_quote_marker, strip_html_reply, strip_reply
 
-CORPUS = Path(__file__).parents[2].parent / "shared" / "corpus"
+from tests.support.corpus import CORPUS
 TALON = CORPUS / "talon" / "tests" / "fixtures"
 CRISP = CORPUS / "crisp-email-reply-parser"
 STRIPPED_CHECKS = (
