@@ -1,4 +1,4 @@
-"""The inbound store: every door (SMTP, LMTP, IMAP, pipe) ends in :func:`store`.
+"""The inbound store: every door (SMTP, LMTP, IMAP, pipe) ends in :func:`insert_many`.
 
 A message is stored raw, once per recipient, before anything tries to understand it. The
 unique key (Message-ID, digest, recipient) makes a redelivery (an MTA retry, an IMAP
@@ -13,7 +13,7 @@ import email.policy
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 
@@ -24,7 +24,7 @@ from handlers.models import InboundMail, InboundStatus
 
 @dataclass(frozen=True)
 class Stored:
-    """What :func:`store` did for one recipient."""
+    """What storing did for one recipient."""
 
     id: int
     recipient: str
@@ -87,15 +87,10 @@ def require_content(raw: bytes) -> None:
         raise InvalidInput("an empty message")
 
 
-def store(tx: Any, raw: bytes, *, door: str, mail_from: str, recipients: Iterable[str], peer: str = "",
-          received_at: dt.datetime | None = None) -> list[Stored]:
-    """Store ``raw`` once per recipient in ``tx``; returns one :class:`Stored` per recipient."""
-    require_content(raw)
-    return store_many(tx, [Incoming(raw, door, mail_from, tuple(recipients), peer)], received_at=received_at)[0]
-
-
 def store_many(tx: Any, messages: list[Incoming], *, received_at: dt.datetime | None = None) -> list[list[Stored]]:
     """Store several messages in ``tx``; one list of :class:`Stored` per message."""
+    for m in messages:
+        require_content(m.raw)
     return insert_many(tx.session.connection(), messages, received_at or tx.now)
 
 

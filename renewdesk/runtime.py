@@ -55,9 +55,10 @@ class Loop:
     ``step`` returns something true when it did work, and is then called again at once.
     """
 
-    def __init__(self, name: str, step: Callable[[], Any], wakeup: threading.Event, interval: float):
+    def __init__(self, name: str, step: Callable[[], Any], wakeup: threading.Event, interval: float,
+                 stopping: threading.Event | None = None):
         self.name, self.step, self.wakeup, self.interval = name, step, wakeup, interval
-        self.stopping = threading.Event()
+        self.stopping = stopping or threading.Event()
         self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def start(self) -> None:
@@ -83,10 +84,10 @@ class Loop:
 def delivery_loop(services: Any) -> Loop:
     """Sends due outbox rows; wakes at once when an operation queues mail."""
     log.info("outbox delivery to %s", _redact(services.settings.outbound_smtp_url))
-    loop = Loop("outbox", lambda: deliverer.deliver_due().sent, services.outbox_wakeup,
-                services.settings.outbox_poll_seconds)
-    deliverer = Deliverer(services, stopping=loop.stopping)
-    return loop
+    stopping = threading.Event()  # shared: the deliverer stops between rows when the loop stops
+    deliverer = Deliverer(services, stopping=stopping)
+    return Loop("outbox", lambda: deliverer.deliver_due().sent, services.outbox_wakeup,
+                services.settings.outbox_poll_seconds, stopping)
 
 
 def inbox_loop(services: Any) -> Loop:

@@ -13,7 +13,7 @@ RAW = b"From: a@x.test\r\nSubject: Hello\r\nMessage-ID: <one@x.test>\r\n\r\nbody
 
 
 def store(services, raw=RAW, recipients=("support@desk.example.test",), sender="a@x.test", door="smtp"):
-    return services.run(inbox.store, raw, door=door, mail_from=sender, recipients=list(recipients))
+    return services.run(inbox.store_many, [inbox.Incoming(raw, door, sender, tuple(recipients))])[0]
 
 
 def test_same_message_through_two_doors_is_one_row(services):
