@@ -6,13 +6,13 @@ sweeps have something to do on that very day:
 - Northwind Traders (EUR): owner and two sub-account contacts with different permissions
   and email preferences; domains expiring today (deletion day), tomorrow, in 15 days and in
   1 and 3 calendar months, one expired 3 days ago (still renewable) and one far away;
-  hosting and SSL; invoices paid, due and partially paid; an open and a waiting ticket.
+  hosting and SSL; invoices paid, due and partially paid; an open and an answered ticket.
 - Brambling Bakery (EUR): a chronic late payer (``auto_suspend``) with an invoice 6 days
   past its pay-by date; domains expiring in 3, 4 and 5 days; a closed ticket.
 - Harbour Law Partners (GBP): paper invoicing, an overdue invoice (not flagged), domains in
   2 days and 2 months, a cancelled domain; a closed and archived ticket.
 - Pixelworks Agency (USD): a reseller with a sales contact; domains for its clients, a VPS,
-  a certificate and an extra; a waiting ticket with an internal note.
+  a certificate and an extra; an answered ticket with an internal note.
 - Fernhill Studio (EUR): credit limit 100.00 and usage charges putting the balance at -92.00.
 """
 from __future__ import annotations
@@ -132,7 +132,7 @@ def _northwind(d: _Dates) -> dict[str, Any]:
                  _msg("dev@northwind.test", "client",
                       "Hi, since yesterday afternoon mail to dev@northwind.test bounces with 550. Can you check?",
                       d.at(1, "16:40"))]},
-            {"ref": "demo-nw-2", "subject": "Move northwind-shop.test to the new hosting plan", "status": "waiting",
+            {"ref": "demo-nw-2", "subject": "Move northwind-shop.test to the new hosting plan", "status": "answered",
              "opened_by": "anna@northwind.test", "messages": [
                  _msg("anna@northwind.test", "client", "Please move the shop to Hosting Business.", d.at(3, "10:05")),
                  _msg("staff:U0DEMOSUP", "reply", "Happy to. Shall we do it tonight after 22:00?", d.at(2, "09:30")),
@@ -232,7 +232,7 @@ def _pixelworks(d: _Dates) -> dict[str, Any]:
                      paid="0.00"),
         ],
         "tickets": [
-            {"ref": "demo-px-1", "subject": "Transfer kiteclub.test to us", "status": "waiting",
+            {"ref": "demo-px-1", "subject": "Transfer kiteclub.test to us", "status": "answered",
              "opened_by": "ops@pixelworks.test", "messages": [
                  _msg("ops@pixelworks.test", "client", "We need the transfer code for kiteclub.test.",
                       d.at(1, "13:10")),

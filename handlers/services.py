@@ -60,6 +60,10 @@ class Services:
     def run(self, operation: Callable[..., T], *args: Any, actor: str = "system", readonly: bool = False,
             **kwargs: Any) -> T:
         """Run one operation in one transaction and return its result."""
+        if self._secret is None and not readonly:
+            # loaded (or created) in its own short transaction first: on SQLite a second
+            # writer opened from inside this one would wait on our own lock
+            self.secret_key  # noqa: B018
         with self.db.transaction(readonly=readonly) as session:
             tx = Tx(session=session, services=self, actor=actor, now=self.clock.now())
             result = operation(tx, *args, **kwargs)

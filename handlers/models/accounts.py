@@ -55,6 +55,8 @@ class Account(Base):
     auto_suspend: Mapped[bool] = mapped_column(Boolean, default=False)
     overdue_notices: Mapped[bool] = mapped_column(Boolean, default=True)
     sales_contact: Mapped[Optional[str]] = mapped_column(String(320))
+    # mail from this account's contacts makes tickets only with a DMARC pass from a trusted server
+    require_dmarc: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime]
 
     contacts: Mapped[list["Contact"]] = relationship(

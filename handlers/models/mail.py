@@ -71,6 +71,10 @@ class InboundMail(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     processed_at: Mapped[Optional[dt.datetime]]
     ticket_id: Mapped[Optional[int]] = mapped_column(ForeignKey("ticket.id", ondelete="SET NULL"))
+    # a bounce: the mail of ours it reports on
+    outbound_mail_id: Mapped[Optional[int]] = mapped_column(ForeignKey("outbound_mail.id", ondelete="SET NULL"))
+    # Authentication-Results from a trusted receiving server: {"dmarc": "pass", "dkim": "pass", ...}
+    auth_results: Mapped[Optional[dict[str, Any]]] = mapped_column()
 
 
 class OutboundMail(DeliveryState, Base):

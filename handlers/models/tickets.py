@@ -12,8 +12,10 @@ from handlers.models.base import Base, StrEnum, enum_column
 
 
 class TicketStatus(StrEnum):
-    open = "open"
-    waiting = "waiting"   # answered, waiting for the client
+    open = "open"                      # new, not answered yet
+    answered = "answered"              # staff replied; waiting for the client
+    customer_reply = "customer_reply"  # the client wrote again after an answer
+    on_hold = "on_hold"                # parked (a third party, a transfer); a client reply brings it back
     closed = "closed"
 
 
@@ -34,7 +36,7 @@ class Ticket(Base):
     ref: Mapped[Optional[str]] = mapped_column(String(100), unique=True)  # import ref
     subject: Mapped[str] = mapped_column(String(998))
     status: Mapped[TicketStatus] = enum_column(TicketStatus, default=TicketStatus.open)
-    archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)  # shown as "archived"; closed underneath
     assignee: Mapped[Optional[str]] = mapped_column(String(32))  # Slack user id
     previous_ticket_id: Mapped[Optional[int]] = mapped_column(ForeignKey("ticket.id", ondelete="SET NULL"))
     created_at: Mapped[dt.datetime]
@@ -88,3 +90,19 @@ class TicketWatcher(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id", ondelete="CASCADE"))
     contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"))
+
+
+class AutoAnswer(Base):
+    """One automatic answer (acknowledgement, unknown-sender or permission answer) to one
+    address: counted per ticket and per recipient so a mail loop dies out."""
+
+    __tablename__ = "auto_answer"
+    __table_args__ = (Index("ix_auto_answer_recipient_at", "recipient", "at"),
+                      Index("ix_auto_answer_ticket_at", "ticket_id", "at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime]
+    recipient: Mapped[str] = mapped_column(String(320))
+    ticket_id: Mapped[Optional[int]] = mapped_column(ForeignKey("ticket.id", ondelete="CASCADE"))
+    intent: Mapped[str] = mapped_column(String(64))
+    sent: Mapped[bool] = mapped_column(Boolean, default=True)  # False: the cap held it back

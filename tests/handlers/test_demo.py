@@ -77,7 +77,7 @@ def test_demo_has_every_kind_of_account_invoice_and_ticket(services):
 
         tickets = list(s.scalars(select(Ticket)))
         states = {(t.status, t.archived) for t in tickets}
-        assert {(TicketStatus.open, False), (TicketStatus.waiting, False), (TicketStatus.closed, False),
+        assert {(TicketStatus.open, False), (TicketStatus.answered, False), (TicketStatus.closed, False),
                 (TicketStatus.closed, True)} <= states
         assert all(t.messages for t in tickets)
         assert {m.kind.value for t in tickets for m in t.messages} == {"client", "reply", "note"}

@@ -37,7 +37,7 @@ def document():
               "lines": [{"text": "Design", "amount": "100.00", "tax": "20.00"},
                         {"text": "Discount", "amount": "-10.00", "tax": "-2.00"}], "paid": "50.25"}],
          "charges": [{"ref": "setup", "on": "2026-11-03", "amount": "7.50", "text": "Setup fee"}],
-         "tickets": [{"ref": "T-1", "subject": "Help", "status": "waiting", "opened_by": "dev@acme.test",
+         "tickets": [{"ref": "T-1", "subject": "Help", "status": "answered", "opened_by": "dev@acme.test",
                       "messages": [
                           {"from": "Dev@acme.test", "kind": "client", "body": "It broke.",
                            "at": "2026-11-20T10:00:00+01:00"},
@@ -101,7 +101,7 @@ def test_valid_file_creates_everything_in_minor_units(services):
                           (LedgerKind.payment, 5025, None),
                           (LedgerKind.charge, -750, "import:charge:acme:setup")}
         ticket = s.scalar(select(Ticket).where(Ticket.ref == "T-1"))
-        assert (ticket.status, ticket.opened_by_contact_id) == (TicketStatus.waiting, dev.id)
+        assert (ticket.status, ticket.opened_by_contact_id) == (TicketStatus.answered, dev.id)
         assert [(m.author, m.kind.value) for m in ticket.messages] == [("dev@acme.test", "client"),
                                                                         ("staff:U123ABC", "reply")]
         assert ticket.created_at == dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.timezone.utc)
