@@ -56,6 +56,23 @@ class Settings:
         "RENEWDESK_IMAP_POLL_SECONDS", 60.0, "polling interval when the server has no IDLE (and IDLE's renewal)")
     inbox_poll_seconds: float = _setting(
         "RENEWDESK_INBOX_POLL_SECONDS", 2.0, "how often the inbox processor looks for new mail")
+    max_attachment_bytes: int = _setting(
+        "RENEWDESK_MAX_ATTACHMENT_BYTES", 10485760,
+        "attachments larger than this are recorded on the ticket by name and size only")
+    unknown_senders: str = _setting(
+        "RENEWDESK_UNKNOWN_SENDERS", "hold", "mail from an address that is no contact: `hold` for staff "
+        "(`inbox attach`), or `answer` with a polite note saying how to reach us (rate-limited)")
+    ticket_reopen_days: int = _setting(
+        "RENEWDESK_TICKET_REOPEN_DAYS", 30,
+        "a reply to a ticket closed longer than this opens a new ticket linked to the old one")
+    auto_answer_cap: int = _setting(
+        "RENEWDESK_AUTO_ANSWER_CAP", 10,
+        "automatic answers per ticket and per recipient within the window; more are held back and staff told")
+    auto_answer_window_minutes: int = _setting(
+        "RENEWDESK_AUTO_ANSWER_WINDOW_MINUTES", 10, "the window of the automatic-answer cap")
+    trusted_authserv_ids: str = _setting(
+        "RENEWDESK_TRUSTED_AUTHSERV_IDS", "", "receiving servers (comma-separated authserv-ids) whose "
+        "Authentication-Results headers are believed; accounts may require a DMARC pass from them")
     db_busy_timeout: float = _setting(
         "RENEWDESK_DB_BUSY_TIMEOUT", 10.0, "seconds a SQLite writer waits for the lock before giving up (451)")
     business_name: str = _setting(
@@ -205,5 +222,9 @@ def validate(settings: Settings) -> None:
         raise SettingsError("RENEWDESK_IMAP_URL: must start with imap:// or imaps://")
     if bool(settings.smtp_tls_cert) != bool(settings.smtp_tls_key):
         raise SettingsError("RENEWDESK_SMTP_TLS_CERT and RENEWDESK_SMTP_TLS_KEY go together: set both or neither")
+    if settings.unknown_senders not in ("hold", "answer"):
+        raise SettingsError(f"RENEWDESK_UNKNOWN_SENDERS: `hold` or `answer`, not {settings.unknown_senders!r}")
+    if settings.auto_answer_cap < 1 or settings.auto_answer_window_minutes < 1:
+        raise SettingsError("RENEWDESK_AUTO_ANSWER_CAP and RENEWDESK_AUTO_ANSWER_WINDOW_MINUTES must be at least 1")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError(f"RENEWDESK_LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR, not {settings.log_level!r}")

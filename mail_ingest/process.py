@@ -1,9 +1,13 @@
-"""The inbox processor: drains ``new`` rows: flood control, parsing, then the classifier's rules.
+"""The inbox processor: drains ``new`` rows: flood control, parsing, the classifier's rules, then
+the one operation that acts on the message.
 
-Mail that cannot be read, or whose processing fails, is quarantined with the reason (Promise 2).
-Our own mail coming back is done (stored, no action: rule 1 in full). Everything else keeps
-its verdict and waits for the operations that act on it (bounce marking, tickets, renewal
-decisions), which later work adds.
+1. own mail → done, no action; 2. bounce → the contact is marked bouncing, the bounce linked
+to our mail; 3. auto-reply or bulk → stored on its ticket if it threads, never answered;
+4. mail to ``renew+<token>@`` → the renewals operation; 5–7. replies thread onto their
+ticket, new mail from a contact opens a ticket on the master account, unknown senders follow
+``RENEWDESK_UNKNOWN_SENDERS``. Mail that cannot be read, or whose processing fails, is
+quarantined with the reason (Promise 2); each message runs in its own savepoint, so one bad
+message neither blocks nor spoils the others in its batch.
 
 Rows are claimed with ``FOR UPDATE SKIP LOCKED`` so several processors (threads, or
 processes on PostgreSQL) never take the same message.
@@ -15,13 +19,24 @@ from typing import Any
 
 from sqlalchemy import select
 
+from handlers.bounces import record_bounce
 from handlers.inbox import over_flood_cap
+from handlers.mail_facts import FactAttachment, MailFacts
 from handlers.models import InboundMail, InboundStatus
+from handlers.tickets.intake import receive
+from mail_ingest import authres
 from mail_ingest.classify import Envelope, classify
-from mail_ingest.parse import parse
+from mail_ingest.parse import ParsedMail, parse
+from mail_ingest.strip import strip_reply
+
+try:  # the renewals operation, where it is installed
+    from handlers.renewals.replies import handle_reply as renewal_reply
+except ImportError:  # pragma: no cover - until renewals land
+    renewal_reply = None
 
 log = logging.getLogger("renewdesk.inbox")
-WAITING_REASON = "classified; waiting for the operation that acts on it"
+WAITING_REASON = "renewal reply: waiting for the renewals operation"
+AUTOMATIC = ("auto_reply", "bulk")
 
 
 def _take(tx: Any, limit: int) -> int:
@@ -36,7 +51,8 @@ def _take(tx: Any, limit: int) -> int:
         row.attempts += 1
         row.processed_at = tx.now
         try:
-            _understand(tx, row)
+            with tx.session.begin_nested():
+                _understand(tx, row)
         except Exception as exc:  # one message must not block the queue: keep it, say why
             log.exception("inbox: message %s could not be processed", row.id)
             row.status, row.classification = InboundStatus.quarantined, "error"
@@ -45,22 +61,57 @@ def _take(tx: Any, limit: int) -> int:
 
 
 def _understand(tx: Any, row: InboundMail) -> None:
-    parsed = parse(row.raw)
+    parsed = parse(row.raw, max_attachment_bytes=tx.settings.max_attachment_bytes)
     if parsed.unreadable_reason:
         row.status, row.classification, row.reason = InboundStatus.quarantined, "unreadable", parsed.unreadable_reason
         log.warning("inbox: message %s quarantined: %s", row.id, parsed.unreadable_reason)
         return
+    row.sender = (parsed.from_addr or "").lower()[:320] or None
     verdict = classify(parsed, Envelope(row.mail_from, row.recipient), tx.settings)
     row.classification, row.rule = verdict.kind, verdict.rule or None
     if verdict.kind == "own":
         row.status, row.reason = InboundStatus.done, "our own mail came back: stored, no action"
-    else:
+        return
+    if verdict.kind == "bounce":
+        row.status, row.reason = InboundStatus.done, record_bounce(tx, row, verdict.detail)
+        return
+    auth = authres.results(parsed.headers.get_all("authentication-results"),
+                           authres.trusted_ids(tx.settings.trusted_authserv_ids))
+    row.auth_results = auth or None
+    facts = facts_of(row, parsed, automatic=verdict.kind in AUTOMATIC, auth=auth)
+    if row.recipient.split("@")[0].lower().startswith("renew+"):
+        _renewal(tx, row, facts)
+        return
+    outcome = receive(tx, row, facts, quiet=row.throttled)
+    row.status, row.rule, row.reason = InboundStatus(outcome.status), outcome.rule, outcome.reason
+    row.ticket_id = outcome.ticket_id
+
+
+def _renewal(tx: Any, row: InboundMail, facts: MailFacts) -> None:
+    row.rule = "renewal_reply"
+    if facts.automatic:
+        row.status, row.reason = InboundStatus.done, "automatic mail to a renewal address: no decision, no answer"
+    elif renewal_reply is None:
         row.status, row.reason = InboundStatus.waiting, WAITING_REASON
+    else:
+        token = row.recipient.split("@")[0].split("+", 1)[1]
+        row.status, row.reason = InboundStatus.done, renewal_reply(tx, facts, token)
+
+
+def facts_of(row: InboundMail, parsed: ParsedMail, *, automatic: bool, auth: dict[str, str]) -> MailFacts:
+    """The plain values operations need (``handlers`` never sees parser objects)."""
+    return MailFacts(
+        inbound_id=row.id, recipient=row.recipient.lower(), sender=row.sender or "",
+        sender_name=parsed.from_name or "", subject=parsed.subject or "", message_id=parsed.message_id,
+        in_reply_to=parsed.in_reply_to, references=tuple(parsed.references), text=parsed.text or "",
+        reply_text=strip_reply(parsed.text or ""), received_at=row.received_at, automatic=automatic, auth=auth,
+        attachments=tuple(FactAttachment(a.filename or "attachment", a.content_type, a.size, a.content,
+                                         a.dropped_reason) for a in parsed.attachments))
 
 
 def process_batch(services: Any, limit: int = 50) -> int:
     """Take up to ``limit`` new messages and move each on; returns how many were taken."""
     taken = services.run(_take, limit, actor="system:inbox")
     if taken:
-        log.info("inbox: %d message(s) waiting for mail understanding", taken)
+        log.info("inbox: %d message(s) processed", taken)
     return taken

@@ -71,6 +71,10 @@ class InboundMail(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     processed_at: Mapped[Optional[dt.datetime]]
     ticket_id: Mapped[Optional[int]] = mapped_column(ForeignKey("ticket.id", ondelete="SET NULL"))
+    # the From address as parsed (the sender for every decision; never Reply-To)
+    sender: Mapped[Optional[str]] = mapped_column(String(320))
+    # the account staff chose for a held message (`inbox attach`)
+    account_id: Mapped[Optional[int]] = mapped_column(ForeignKey("account.id", ondelete="SET NULL"))
     # a bounce: the mail of ours it reports on
     outbound_mail_id: Mapped[Optional[int]] = mapped_column(ForeignKey("outbound_mail.id", ondelete="SET NULL"))
     # Authentication-Results from a trusted receiving server: {"dmarc": "pass", "dkim": "pass", ...}

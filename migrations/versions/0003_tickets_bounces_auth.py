@@ -1,4 +1,5 @@
-"""Ticket statuses, automatic-answer counts, bounces linked to our mail, Authentication-Results
+"""Ticket statuses, automatic-answer counts, bounces linked to our mail, Authentication-Results,
+the parsed sender and the account staff attach a held message to
 
 Revision ID: 0003
 Revises: 0002
@@ -33,6 +34,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('require_dmarc', sa.Boolean(), nullable=False, server_default=sa.false()))
 
     with op.batch_alter_table('inbound_mail', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('sender', sa.String(length=320), nullable=True))
+        batch_op.add_column(sa.Column('account_id', sa.Integer(), nullable=True))
+        batch_op.create_foreign_key(batch_op.f('fk_inbound_mail_account_id_account'), 'account', ['account_id'], ['id'], ondelete='SET NULL')
         batch_op.add_column(sa.Column('outbound_mail_id', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('auth_results', sa.JSON().with_variant(postgresql.JSONB(), 'postgresql'), nullable=True))
         batch_op.create_foreign_key(batch_op.f('fk_inbound_mail_outbound_mail_id_outbound_mail'), 'outbound_mail', ['outbound_mail_id'], ['id'], ondelete='SET NULL')
@@ -51,6 +55,9 @@ def downgrade() -> None:
         batch_op.drop_constraint(batch_op.f('fk_inbound_mail_outbound_mail_id_outbound_mail'), type_='foreignkey')
         batch_op.drop_column('auth_results')
         batch_op.drop_column('outbound_mail_id')
+        batch_op.drop_constraint(batch_op.f('fk_inbound_mail_account_id_account'), type_='foreignkey')
+        batch_op.drop_column('account_id')
+        batch_op.drop_column('sender')
 
     with op.batch_alter_table('account', schema=None) as batch_op:
         batch_op.drop_column('require_dmarc')

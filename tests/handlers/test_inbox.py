@@ -7,7 +7,7 @@ from sqlalchemy import select
 from handlers import inbox
 from handlers.errors import Conflict, InvalidInput, NotFound
 from handlers.models import InboundMail, InboundStatus
-from mail_ingest.process import WAITING_REASON, process_batch
+from mail_ingest.process import process_batch
 
 RAW = b"From: a@x.test\r\nSubject: Hello\r\nMessage-ID: <one@x.test>\r\n\r\nbody\r\n"
 
@@ -87,15 +87,17 @@ def test_recipient_check(settings):
     assert not inbox.is_ours(s, "x@desk.example.test@evil.test")
 
 
-def test_processor_marks_new_mail_waiting_once(services):
-    """Until mail understanding exists, processing moves new rows to waiting, each exactly once."""
+def test_processor_takes_each_message_exactly_once(services):
+    """Batches never take a message twice; mail from an unknown address is held for staff."""
     ids = [store(services, raw=RAW.replace(b"<one@", f"<{n}@".encode()))[0].id for n in range(3)]
     assert process_batch(services, limit=2) == 2
     assert process_batch(services) == 1
     assert process_batch(services) == 0
     with services.db.transaction(readonly=True) as s:
-        got = {r.id: (r.status, r.reason, r.attempts) for r in s.scalars(select(InboundMail))}
-    assert got == {i: (InboundStatus.waiting, WAITING_REASON, 1) for i in ids}
+        got = {r.id: (r.status, r.rule, r.attempts) for r in s.scalars(select(InboundMail))}
+        reasons = [r.reason for r in s.scalars(select(InboundMail))]
+    assert got == {i: (InboundStatus.waiting, "unknown_sender", 1) for i in ids}
+    assert all("a@x.test is not a contact of any account" in r for r in reasons)
 
 
 def test_listing_show_and_retry(services):
@@ -131,7 +133,8 @@ def test_unreadable_mail_is_quarantined_with_its_reason_and_can_be_retried(servi
 
 
 def test_processing_records_the_verdict_and_finishes_our_own_mail(services):
-    """Our own mail coming back is done with no action; a bounce keeps its verdict for later work."""
+    """Our own mail coming back is done with no action; a bounce is done (its action is tested
+    with the bounce tests); unknown mail is held."""
     own = RAW.replace(b"<one@x.test>", b"<rd.1@desk.example.test>")
     bounce = (b"From: MAILER-DAEMON@mx.example.test\r\nTo: bounces@desk.example.test\r\nMessage-ID: <b1@mx>\r\n"
               b"Subject: Undelivered Mail Returned to Sender\r\nContent-Type: multipart/report; "
@@ -143,7 +146,7 @@ def test_processing_records_the_verdict_and_finishes_our_own_mail(services):
     process_batch(services)
     with services.db.transaction(readonly=True) as s:
         got = [(r.status, r.classification) for r in (s.get(InboundMail, i) for i in ids)]
-    assert got == [(InboundStatus.done, "own"), (InboundStatus.waiting, "bounce"),
+    assert got == [(InboundStatus.done, "own"), (InboundStatus.done, "bounce"),
                    (InboundStatus.waiting, "unclassified")]
 
 

@@ -1,0 +1,60 @@
+"""The cap on automatic answers: per ticket and per recipient, N in a sliding window.
+
+Acknowledgements, unknown-sender notes and permission answers are automatic; a mail loop
+that slips past the classifier (an autoresponder without RFC 3834 headers) would otherwise
+answer forever. Every automatic answer is counted in ``auto_answer``; when the count for the
+ticket or the address reaches the cap, the answer is held back, the hold is counted too, and
+staff are told once per window: an internal note on the ticket and an audit event.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from sqlalchemy import func, select
+
+from handlers.models import AutoAnswer, MessageKind, TicketMessage
+
+log = logging.getLogger("renewdesk.tickets")
+CAP_NOTE = "Automatic answers paused"
+
+
+def _count(tx: Any, since: dt.datetime, **where: Any) -> int:
+    query = select(func.count()).select_from(AutoAnswer).where(AutoAnswer.at > since, AutoAnswer.sent.is_(True))
+    for name, value in where.items():
+        query = query.where(getattr(AutoAnswer, name) == value)
+    return tx.session.scalar(query) or 0
+
+
+def allow(tx: Any, recipient: str, intent: str, ticket_id: int | None = None) -> bool:
+    """Count one automatic answer to ``recipient``; False when the cap holds it back."""
+    settings = tx.settings
+    since = tx.now - dt.timedelta(minutes=settings.auto_answer_window_minutes)
+    recipient = recipient.lower()
+    over = _count(tx, since, recipient=recipient) >= settings.auto_answer_cap
+    if not over and ticket_id is not None:
+        over = _count(tx, since, ticket_id=ticket_id) >= settings.auto_answer_cap
+    tx.session.add(AutoAnswer(at=tx.now, recipient=recipient, ticket_id=ticket_id, intent=intent, sent=not over))
+    if over:
+        _tell_staff(tx, recipient, intent, ticket_id, since)
+    return not over
+
+
+def _tell_staff(tx: Any, recipient: str, intent: str, ticket_id: int | None, since: dt.datetime) -> None:
+    held_before = tx.session.scalar(
+        select(func.count()).select_from(AutoAnswer).where(
+            AutoAnswer.at > since, AutoAnswer.sent.is_(False),
+            (AutoAnswer.ticket_id == ticket_id) if ticket_id is not None else (AutoAnswer.recipient == recipient)))
+    log.warning("automatic answer %s to %s held back: more than %d in %d minutes (ticket %s)", intent,
+                recipient, tx.settings.auto_answer_cap, tx.settings.auto_answer_window_minutes, ticket_id)
+    tx.audit("auto_answer.capped", subject=("ticket", ticket_id) if ticket_id else None,
+             recipient=recipient, intent=intent)
+    # held_before counts the row just added (autoflush): tell staff on the first hold only
+    if ticket_id is not None and (held_before or 0) <= 1:
+        tx.session.add(TicketMessage(
+            ticket_id=ticket_id, kind=MessageKind.note, author="system", at=tx.now,
+            body=(f"{CAP_NOTE}: more than {tx.settings.auto_answer_cap} automatic answers to {recipient} "
+                  f"or on this ticket within {tx.settings.auto_answer_window_minutes} minutes. This looks like "
+                  "a mail loop; nothing more is sent automatically until the window passes. Replies from "
+                  "staff still go out.")))
