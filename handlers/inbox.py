@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 
 from handlers.errors import Conflict, InvalidInput, NotFound
-from handlers.models import InboundMail, InboundStatus
+from handlers.models import Contact, InboundMail, InboundStatus
 
 
 
@@ -184,11 +184,14 @@ def _subject(raw: bytes) -> str:
         return "(unreadable subject)"
 
 
-def listing(tx: Any, *, quarantined: bool = False, limit: int = 100) -> list[dict[str, Any]]:
-    """Newest first: everything, or only quarantined mail."""
+def listing(tx: Any, *, quarantined: bool = False, held: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+    """Newest first: everything, only quarantined mail, or (``held``) what waits for staff:
+    held and quarantined mail."""
     q = select(InboundMail).order_by(InboundMail.id.desc()).limit(limit)
     if quarantined:
         q = q.where(InboundMail.status == InboundStatus.quarantined)
+    elif held:
+        q = q.where(InboundMail.status.in_((InboundStatus.waiting, InboundStatus.quarantined)))
     return [summary(r) for r in tx.session.scalars(q)]
 
 
@@ -222,6 +225,30 @@ def retry(tx: Any, mail_id: int | None = None) -> list[int]:
     return ids
 
 
+def attach(tx: Any, mail_id: int, account_id: int) -> dict[str, Any]:
+    """A held message's sender becomes a contact of the account (with the tickets permission),
+    and the message is processed again, now as theirs."""
+    row = tx.session.get(InboundMail, mail_id)
+    if row is None:
+        raise NotFound(f"no stored message {mail_id}")
+    if row.status != InboundStatus.waiting:
+        raise Conflict(f"message {mail_id} is {row.status.value}, not held for staff")
+    if not row.sender:
+        raise Conflict(f"message {mail_id} has no From address to attach")
+    contact = tx.session.scalar(select(Contact).where(Contact.account_id == account_id, Contact.email == row.sender))
+    created = contact is None
+    if created:
+        contact = Contact(account_id=account_id, email=row.sender, name="", permissions=["tickets"],
+                          email_prefs={}, subscriptions=[], created_at=tx.now)
+        tx.session.add(contact)
+        tx.session.flush()
+        tx.audit("contact.add", subject=contact, account_id=account_id, email=row.sender, via=f"inbox attach {mail_id}")
+    row.account_id, row.status, row.reason = account_id, InboundStatus.new, None
+    tx.audit("inbox.attach", subject=row, account_id=account_id, contact=contact.id)
+    tx.after_commit(tx.services.inbox_wakeup.set)
+    return {"id": mail_id, "account_id": account_id, "contact": contact.email, "contact_created": created}
+
+
 def listing_text(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no stored mail"
@@ -230,7 +257,7 @@ def listing_text(rows: list[dict[str, Any]]) -> str:
         flag = " [throttled]" if r["throttled"] else ""
         lines.append(f"{r['id']:>6}  {r['received_at'][:19]:<19}  {r['door']:<4}  {r['status']:<11}  "
                      f"{r['from'] or '<>'} → {r['to'] or '-'}: {r['subject']}{flag}")
-        if r["reason"] and r["status"] == InboundStatus.quarantined.value:
+        if r["reason"] and r["status"] in (InboundStatus.quarantined.value, InboundStatus.waiting.value):
             lines.append(f"{'':>8}why: {r['reason']}")
     return "\n".join(lines)
 

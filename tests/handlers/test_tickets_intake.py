@@ -1,0 +1,251 @@
+"""Client mail into tickets, through the real store and processor on both databases: new tickets
+on the master account with their acknowledgement, every threading layer, what is refused, and
+what is never answered."""
+import datetime as dt
+
+import pytest
+from sqlalchemy import select
+
+from handlers.models import (AuditEvent, Contact, InboundMail, InboundStatus, MessageKind, Ticket, TicketMessage,
+                             TicketStatus)
+from handlers.tickets import ops, refs
+from tests.support.mailflow import body_text, deliver, mail, make_account, outbound, parsed, ticket
+
+
+@pytest.fixture
+def acme(services):
+    """Acme: owner boss@, a developer with the tickets permission, a bookkeeper without it."""
+    return make_account(services, "acme", "boss@acme.test", ("dev@acme.test", ["tickets", "services"]),
+                        ("books@acme.test", ["billing"]))
+
+
+def open_ticket(services, sender="dev@acme.test", subject="Site down", body="Our site is down since 8:00."):
+    row = deliver(services, mail(sender, subject, body))
+    assert row.status == InboundStatus.done and row.ticket_id, row.reason
+    return row
+
+
+def test_a_contacts_mail_opens_a_ticket_on_the_master_account_with_an_acknowledgement(services, acme):
+    """The ticket is the master account's; the acknowledgement goes to the contact, copied to the
+    owner, tagged, threaded under the client's mail, with the HMAC'd reply address and body marker."""
+    row = open_ticket(services)
+    t = ticket(services, row.ticket_id)
+    assert (t.account_id, t.status, t.subject) == (acme, TicketStatus.open, "Site down")
+    assert [(m.kind, m.body, m.inbound_mail_id) for m in t.messages] == [
+        (MessageKind.client, "Our site is down since 8:00.", row.id)]
+    assert row.rule == "new_ticket" and f"T-{t.id}" in row.reason
+    [ack] = outbound(services, "ticket_ack")
+    msg = parsed(ack)
+    assert msg["Subject"] == f"[#T-{t.id}] Site down"
+    assert msg["To"].addresses[0].addr_spec == "dev@acme.test"
+    assert [a.addr_spec for a in msg["Cc"].addresses] == ["boss@acme.test"]
+    assert msg["In-Reply-To"] == t.messages[0].message_id
+    assert msg["Reply-To"].addresses[0].addr_spec.startswith(f"support+t{t.id}.")
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert "[ref:T-" in body_text(ack) and "Our site is down since 8:00." in body_text(ack)
+
+
+def test_the_owner_gets_no_copy_of_their_own_ticket_and_preferences_are_respected(services):
+    make_account(services, "bee", "owner@bee.test", ("quiet@bee.test", ["tickets"], {"tickets": False}))
+    open_ticket(services, sender="owner@bee.test")
+    open_ticket(services, sender="quiet@bee.test", subject="Another")
+    first, second = outbound(services, "ticket_ack")
+    assert first.recipients == ["owner@bee.test"]
+    assert second.recipients == ["owner@bee.test"]   # the quiet contact does not want ticket mail
+
+
+def reply_to_ack(services, ack, sender="dev@acme.test", **kw):
+    msg = parsed(ack)
+    return deliver(services, mail(sender, "Re: " + msg["Subject"], "Thanks, it is back.\n\n> quoted ack",
+                                  in_reply_to=msg["Message-ID"], references=msg["Message-ID"], **kw))
+
+
+def test_a_reply_threads_by_message_id_and_marks_the_ticket_customer_reply(services, acme):
+    first = open_ticket(services)
+    services.run(ops.reply, first.ticket_id, "We restarted the server.", actor="staff:U1")
+    [ack] = outbound(services, "ticket_ack")
+    row = reply_to_ack(services, ack)
+    assert (row.ticket_id, row.rule) == (first.ticket_id, "ticket_reply") and "in-reply-to" in row.reason
+    t = ticket(services, first.ticket_id)
+    assert t.status == TicketStatus.customer_reply
+    assert t.messages[-1].body == "Thanks, it is back."       # the quote is cut; the raw mail is kept
+    assert len(outbound(services, "ticket_ack")) == 1          # replies are not acknowledged
+
+
+@pytest.mark.parametrize("layer", ["address", "body-marker", "subject-tag"])
+def test_each_threading_layer_alone_finds_the_ticket(services, acme, layer):
+    first = open_ticket(services)
+    tid = first.ticket_id
+    to, subject, body = "support@desk.example.test", "Something", "More details."
+    if layer == "address":
+        to = services.run(lambda tx: refs.reply_address(tx, tid))
+    elif layer == "body-marker":
+        body += "\n\n> " + services.run(lambda tx: refs.body_marker(tx, tid))
+    else:
+        subject = f"Re: [#T-{tid}] Site down"
+    row = deliver(services, mail("dev@acme.test", subject, body, to=to), to=to)
+    assert row.ticket_id == tid and layer in row.reason
+
+
+def test_forged_address_token_and_body_marker_are_not_believed(services, acme):
+    tid = open_ticket(services).ticket_id
+    forged = f"support+t{tid}.0000000000@desk.example.test"
+    row = deliver(services, mail("dev@acme.test", "Other", f"Hi\n[ref:T-{tid}.0123456789]", to=forged), to=forged)
+    assert row.ticket_id != tid and row.rule == "new_ticket"
+
+
+def test_a_stolen_subject_tag_from_another_account_neither_replies_nor_reveals(services, acme):
+    """A contact of another account (or a spoofed From) using Acme's tag gets a ticket of their own."""
+    tid = open_ticket(services).ticket_id
+    make_account(services, "mallory", "m@mallory.test")
+    row = deliver(services, mail("m@mallory.test", f"Re: [#T-{tid}] Site down", "Close it please"))
+    assert row.ticket_id != tid and row.rule == "new_ticket"
+    assert len(ticket(services, tid).messages) == 1
+    ack = outbound(services, "ticket_ack")[-1]
+    assert ack.recipients == ["m@mallory.test"] and "Our site is down" not in body_text(ack)
+    stranger = deliver(services, mail("nobody@else.test", f"Re: [#T-{tid}] Site down", "hi"))
+    assert stranger.status == InboundStatus.waiting and stranger.ticket_id is None
+
+
+def test_a_references_only_match_with_another_subject_starts_a_new_ticket(services, acme):
+    tid = open_ticket(services).ticket_id
+    [ack] = outbound(services, "ticket_ack")
+    row = deliver(services, mail("dev@acme.test", "New question: invoices", "How do I pay?",
+                                 references=parsed(ack)["Message-ID"]))
+    assert row.ticket_id != tid and row.rule == "new_ticket"
+    same_subject = deliver(services, mail("dev@acme.test", "Re: Site down", "Still down",
+                                          references=parsed(ack)["Message-ID"]))
+    assert same_subject.ticket_id == tid
+
+
+def test_a_reply_reopens_a_recently_closed_ticket_and_an_old_one_gets_a_linked_new_ticket(services, acme, clock):
+    tid = open_ticket(services).ticket_id
+    services.run(ops.close, tid)
+    clock.advance(days=2)
+    row = deliver(services, mail("dev@acme.test", f"Re: [#T-{tid}] Site down", "It is down again"))
+    assert row.ticket_id == tid and "reopened" in row.reason
+    assert ticket(services, tid).status == TicketStatus.customer_reply
+    services.run(ops.archive, tid)
+    clock.advance(days=31)
+    late = deliver(services, mail("dev@acme.test", f"Re: [#T-{tid}] Site down", "And again"))
+    new = ticket(services, late.ticket_id)
+    assert late.ticket_id != tid and new.previous_ticket_id == tid and new.status == TicketStatus.open
+    assert ticket(services, tid).archived
+
+
+def test_an_out_of_office_reply_is_stored_on_the_ticket_and_answered_by_nothing(services, acme):
+    first = open_ticket(services)
+    services.run(ops.reply, first.ticket_id, "Fixed.", actor="staff:U1")
+    before = len(outbound(services))
+    [ack] = outbound(services, "ticket_ack")
+    row = reply_to_ack(services, ack, headers={"Auto-Submitted": "auto-replied"})
+    t = ticket(services, first.ticket_id)
+    assert row.classification == "auto_reply" and row.ticket_id == first.ticket_id
+    assert t.messages[-1].kind == MessageKind.auto and t.status == TicketStatus.answered  # not reopened
+    assert len(outbound(services)) == before                                              # nothing sent
+
+
+def test_automatic_answers_stop_at_the_cap_and_staff_are_told(services, acme):
+    """A loop that looks like a human (no auto headers) gets at most 10 acknowledgements in 10 minutes."""
+    rows = [open_ticket(services, subject=f"Loop {n}") for n in range(12)]
+    acks = outbound(services, "ticket_ack")
+    assert len(acks) == 10 and all(len(r.recipients) == 2 for r in acks)
+    capped = ticket(services, rows[10].ticket_id)
+    assert any(m.kind == MessageKind.note and m.body.startswith("Automatic answers paused") for m in capped.messages)
+    with services.db.transaction(readonly=True) as s:
+        assert s.scalar(select(AuditEvent).where(AuditEvent.action == "auto_answer.capped")) is not None
+
+
+def test_a_contact_without_the_tickets_permission_is_told_what_they_may_do_and_whom_to_ask(services, acme):
+    row = deliver(services, mail("books@acme.test", "Please fix DNS", "Can you change the MX?"))
+    assert (row.status, row.rule, row.ticket_id) == (InboundStatus.done, "no_permission", None)
+    [answer] = outbound(services, "ticket_permission")
+    text = body_text(answer)
+    assert answer.recipients == ["books@acme.test"]
+    assert "see and pay invoices" in text and "boss@acme.test" in text and "tickets" in text
+    deliver(services, mail("books@acme.test", "Again", "Hello?"))
+    assert len(outbound(services, "ticket_permission")) == 1    # once a day
+
+
+def test_unknown_senders_are_held_and_staff_attach_them_to_an_account(services, acme):
+    row = deliver(services, mail("newbie@acme.test", "Hello", "I am the new admin."))
+    assert (row.status, row.rule) == (InboundStatus.waiting, "unknown_sender") and "inbox attach" in row.reason
+    assert outbound(services) == []
+    from handlers import inbox
+    from mail_ingest.process import process_batch
+    services.run(inbox.attach, row.id, acme)
+    process_batch(services)
+    with services.db.transaction(readonly=True) as s:
+        again = s.get(InboundMail, row.id)
+        contact = s.scalar(select(Contact).where(Contact.email == "newbie@acme.test"))
+        assert again.status == InboundStatus.done and again.ticket_id is not None
+        assert contact.account_id == acme and contact.permissions == ["tickets"]
+
+
+def test_unknown_senders_get_one_polite_answer_a_day_when_so_configured(services):
+    services.settings = services.settings.replace(unknown_senders="answer")
+    for _ in range(3):
+        row = deliver(services, mail("stranger@else.test", "Prices?", "How much is a .test domain?"))
+        assert row.status == InboundStatus.done
+    [answer] = outbound(services, "unknown_sender")
+    assert answer.recipients == ["stranger@else.test"] and "address we have on file" in body_text(answer)
+
+
+def test_a_throttled_sender_still_gets_a_ticket_but_no_automatic_answer(services, acme):
+    services.settings = services.settings.replace(sender_hourly_cap=2)
+    rows = [deliver(services, mail("dev@acme.test", f"Flood {n}", "x"), envelope_from="dev@acme.test")
+            for n in range(4)]
+    assert all(r.ticket_id for r in rows) and [r.throttled for r in rows] == [False, False, True, True]
+    assert len(outbound(services, "ticket_ack")) == 2
+
+
+def test_dmarc_is_required_only_where_the_account_asks_and_only_from_a_trusted_server(services):
+    services.settings = services.settings.replace(trusted_authserv_ids="mx.desk.example.test")
+    make_account(services, "strict", "ceo@strict.test", require_dmarc=True)
+    passing = {"Authentication-Results": "mx.desk.example.test; dkim=pass header.d=strict.test; dmarc=pass"}
+    forged = {"Authentication-Results": "evil.test; dmarc=pass"}
+    failing = {"Authentication-Results": "mx.desk.example.test; spf=fail; dmarc=fail (p=reject)"}
+    ok = deliver(services, mail("ceo@strict.test", "Real", "hi", headers=passing))
+    fake = deliver(services, mail("ceo@strict.test", "Fake", "hi", headers=forged))
+    bad = deliver(services, mail("ceo@strict.test", "Bad", "hi", headers=failing))
+    assert ok.ticket_id and ok.auth_results == {"authserv_id": "mx.desk.example.test", "dkim": "pass",
+                                                "dmarc": "pass"}
+    assert (fake.status, fake.rule, fake.auth_results) == (InboundStatus.waiting, "dmarc", None)
+    assert bad.status == InboundStatus.waiting and "dmarc" in bad.reason.lower()
+
+
+def test_a_contact_of_two_accounts_is_held_until_staff_choose(services):
+    a = make_account(services, "one", "o@one.test", ("shared@dev.test", ["tickets"]))
+    make_account(services, "two", "o@two.test", ("shared@dev.test", ["tickets"]))
+    row = deliver(services, mail("shared@dev.test", "Which account?", "hi"))
+    assert row.status == InboundStatus.waiting and "2 accounts" in row.reason
+    from handlers import inbox
+    from mail_ingest.process import process_batch
+    services.run(inbox.attach, row.id, a)
+    process_batch(services)
+    with services.db.transaction(readonly=True) as s:
+        t = s.get(Ticket, s.get(InboundMail, row.id).ticket_id)
+        assert t.account_id == a
+
+
+def test_attachments_are_kept_and_oversized_ones_recorded_as_dropped(services, acme):
+    services.settings = services.settings.replace(max_attachment_bytes=1000)
+    raw = ("From: dev@acme.test\r\nTo: support@desk.example.test\r\nSubject: Logs\r\nMessage-ID: <att@c>\r\n"
+           "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n"
+           "Content-Type: text/plain\r\n\r\nSee attached.\r\n--B\r\nContent-Type: text/plain; name=small.txt\r\n"
+           "Content-Disposition: attachment; filename=small.txt\r\n\r\nsmall log\r\n--B\r\n"
+           "Content-Type: application/octet-stream; name=big.bin\r\nContent-Disposition: attachment; "
+           f"filename=big.bin\r\nContent-Transfer-Encoding: base64\r\n\r\n{'QUFB' * 1000}\r\n--B--\r\n").encode()
+    row = deliver(services, raw)
+    with services.db.transaction(readonly=True) as s:
+        msg = s.scalar(select(TicketMessage).where(TicketMessage.ticket_id == row.ticket_id))
+        files = {a.filename: (a.content, a.dropped_reason is not None) for a in msg.attachments}
+    assert files["small.txt"] == (b"small log", False)
+    assert files["big.bin"][0] is None and files["big.bin"][1]
+
+
+def test_a_renewal_address_auto_reply_changes_nothing(services, acme):
+    to = "renew+abc@desk.example.test"
+    row = deliver(services, mail("dev@acme.test", "Out of office", "away", to=to,
+                                 headers={"Auto-Submitted": "auto-replied"}), to=to)
+    assert row.status == InboundStatus.done and "no decision" in row.reason and outbound(services) == []
