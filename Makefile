@@ -26,5 +26,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
+## Rewrite the README's settings table from handlers/settings.py.
+settings-table: $(STAMP)
+	$(BIN)/python -m renewdesk.docs_settings
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
