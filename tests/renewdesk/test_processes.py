@@ -28,11 +28,13 @@ def test_run_demo_serves_healthz_and_stops_cleanly(db, sig):
         assert status == 200 and health["status"] == "ok"
         assert health["database"]["ok"] and health["scheduler"]["alive"] and health["scheduler"]["running_here"]
         assert "backlog" in health["inbox"]
-        # mail to the SMTP door of the same process is stored, then taken by the inbox processor
+        # a demo contact's mail to the SMTP door of the same process is stored, then becomes a ticket
         with smtplib.SMTP("127.0.0.1", smtp_port) as c:
             c.sendmail("anna@northwind.test", ["support@desk.example.test"],
                        b"From: anna@northwind.test\r\nSubject: hello\r\nMessage-ID: <e2e@x>\r\n\r\nhi\r\n")
-        assert _eventually(lambda: _inbox(db) == ["waiting"]), _inbox(db)
+        assert _eventually(lambda: _inbox(db) == ["done"]), _inbox(db)
+        listed = proc.run("staff", "--json", "ticket", "list", env=proc.env_for(DATABASE_URL=db))
+        assert "hello" in [t["subject"] for t in json.loads(listed.stdout)["result"]], listed.stdout
         p.send_signal(sig)
         out = p.communicate(timeout=30)[0].decode()
     finally:
