@@ -31,7 +31,7 @@ def build(tx: "Tx") -> dict[str, Any]:
     """The digest's sections as of now."""
     s, day = tx.session, today(tx)
     start, since = day_start(tx, day), tx.now - dt.timedelta(days=1)
-    names = dict(s.execute(select(Account.id, Account.name)).tuples().all())
+    names = dict(s.execute(select(Account.id, Account.name)).all())
     open_tickets = s.scalar(select(func.count()).select_from(Ticket).where(
         Ticket.status != TicketStatus.closed, Ticket.archived.is_(False))) or 0
     new_tickets = list(s.scalars(select(Ticket).where(Ticket.created_at > since).order_by(Ticket.id)))

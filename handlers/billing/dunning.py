@@ -101,7 +101,7 @@ def forecast(tx: "Tx", days: int = 1) -> list[dict[str, Any]]:
             for acc in accounts:
                 for rule in RULES.values():
                     planned += rule(tx, acc, assumed)
-            assumed |= {a.key for a in planned}
+            assumed |= {a.key for a in planned if a.apply is not None}  # what a hold blocks is still to come
             out.append({"day": day.isoformat(), "at": tx.now.isoformat(), "actions": [
                 {"rule": a.rule, "account": {"id": a.account.id, "name": a.account.name}, "text": a.text,
                  "blocked_by_hold": a.apply is None} for a in planned]})

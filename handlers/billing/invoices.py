@@ -102,7 +102,7 @@ def payments_of(tx: "Tx", inv: Invoice) -> list[tuple[Payment, int]]:
     """Each payment that went to this invoice, with the part it took, oldest first."""
     return list(tx.session.execute(select(Payment, PaymentAllocation.amount_minor).join(PaymentAllocation)
                                    .where(PaymentAllocation.invoice_id == inv.id)
-                                   .order_by(Payment.received_at, Payment.id)).tuples())
+                                   .order_by(Payment.received_at, Payment.id)).all())
 
 
 def status_for(total: int, paid: int) -> InvoiceStatus:

@@ -64,7 +64,8 @@ class CreditState:
 
     @property
     def reached(self) -> bool:
-        return self.headroom <= 0
+        """Past the limit, or exactly at it while owing: an account owing nothing at a zero limit is fine."""
+        return self.headroom < 0 or (self.headroom == 0 and self.position < 0)
 
 
 def credit_state(tx: "Tx", acc: Account, at: dt.datetime | None = None) -> CreditState:

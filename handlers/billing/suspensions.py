@@ -90,7 +90,8 @@ def suspend(tx: "Tx", acc: Account, *, reason: SuspensionReason, text: str = "",
         "scope": service.name if service else "your account and all its services",
         "services": names or ([service.name] if service else []),
         "invoice": invoice_context(invoice, day) if invoice else None,
-        "remove_on": remove_after.astimezone(tx.settings.tz).date().isoformat() if remove_after else None}
+        "remove_on": remove_after.astimezone(tx.settings.tz).date().isoformat() if remove_after else None,
+        "credit": None}
     if reason == SuspensionReason.credit_limit:
         from handlers.billing.ledger import credit_state
         from handlers.money import fmt

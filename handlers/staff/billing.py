@@ -41,7 +41,7 @@ def invoice_list(tx: "Tx", args: dict[str, Any]) -> Reply:
         q = q.where(Invoice.status == InvoiceStatus.paid)
     if args.get("account"):
         q = q.where(Invoice.account_id == resolve_account(tx.session, args["account"]).id)
-    rows = list(tx.session.execute(q.order_by(Invoice.due_on, Invoice.id).limit(LIST_LIMIT + 1)).tuples())
+    rows = list(tx.session.execute(q.order_by(Invoice.due_on, Invoice.id).limit(LIST_LIMIT + 1)).all())
     shown = rows[:LIST_LIMIT]
     data = [_invoice_json(inv, acc, day) for inv, acc in shown]
     text = [f"{which} invoices ({len(shown)}{'+' if len(rows) > LIST_LIMIT else ''})" if shown else
