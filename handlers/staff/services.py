@@ -11,7 +11,7 @@ from handlers.billing import digest as digest_ops
 from handlers.billing import dunning, holds
 from handlers.billing import suspensions as sus_ops
 from handlers.billing.common import lock_account
-from handlers.errors import Conflict, InvalidInput
+from handlers.errors import Conflict, InvalidInput, NotFound
 from handlers.models import Account, Service, ServiceStatus, SuspensionReason
 from handlers.staff.accounts import resolve_account
 from handlers.staff.commands import Reply, iso, local_time, register
@@ -21,19 +21,28 @@ if TYPE_CHECKING:
 
 
 def resolve_target(session: Session, text: str) -> tuple[Account, Service | None]:
-    """A service named exactly (name or ref, any case), else an account as `account show` names it."""
-    wanted = (text or "").strip().lower()
+    """``ACCOUNT/SERVICE``, a service named exactly (name or ref, any case) if only one has that name,
+    else an account as `account show` names it."""
+    wanted = (text or "").strip()
+    q = select(Service).where(Service.status != ServiceStatus.removed).order_by(Service.id).limit(6)
+    if "/" in wanted:
+        owner, _, name = wanted.rpartition("/")
+        acc = resolve_account(session, owner)
+        found = list(session.scalars(q.where(Service.account_id == acc.id, or_(
+            func.lower(Service.name) == name.strip().lower(), func.lower(Service.ref) == name.strip().lower()))))
+        if not found:
+            raise NotFound(f"{acc.name} has no service `{name}`", hint="account show lists its services")
+        return acc, found[0]
     if wanted and not wanted.isdigit():
-        found = list(session.scalars(select(Service).where(
-            or_(func.lower(Service.name) == wanted, func.lower(Service.ref) == wanted),
-            Service.status != ServiceStatus.removed).order_by(Service.id).limit(6)))
+        found = list(session.scalars(q.where(
+            or_(func.lower(Service.name) == wanted.lower(), func.lower(Service.ref) == wanted.lower()))))
         if len(found) == 1:
             return session.get(Account, found[0].account_id), found[0]
         if len(found) > 1:
             where = ", ".join(f"#{s.id} on account #{s.account_id}" for s in found[:5])
             raise InvalidInput(f"`{text}` names several services ({where})",
-                               hint="suspend the whole account, or give the service's ref")
-    return resolve_account(session, text), None
+                               hint="name it as ACCOUNT/SERVICE, e.g. acme/hosting")
+    return resolve_account(session, wanted), None
 
 
 def _scope(acc: Account, svc: Service | None) -> str:
