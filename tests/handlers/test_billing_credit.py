@@ -78,7 +78,7 @@ def test_catch_up_sends_the_one_day_warning_without_the_seven_day_one(services, 
 
 
 def test_a_hold_blocks_the_credit_suspension_and_a_higher_limit_lifts_it(services, clock):
-    acc = _meter(services, limit="80.00")
+    _meter(services, limit="80.00")
     execute(services, "hold meter", as_user=None)  # at 09:00 on the 21st, after that day's sweep
     lines = billing_sweep(services, clock, "2026-11-22", rules=CREDIT)
     assert lines == ["Meter Ltd: suspend the account, credit limit reached (position -87.00 EUR against a limit "

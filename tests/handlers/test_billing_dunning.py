@@ -164,3 +164,30 @@ def test_dry_run_and_forecast_change_nothing(services, clock):
                                       tx.session.scalar(select(func.count()).select_from(Suspension))), readonly=True)
     assert counts == (0, 0, 0)
     assert state(services, "late")["status"] == "active"
+
+
+def test_two_schedulers_sweeping_at_once_send_everything_once(services, clock):
+    """Two workers run the same day's sweeps at the same moment (PostgreSQL: row locks and unique keys)."""
+    import threading
+
+    from handlers.jobs import run_sweeps
+    _four(services)
+    services.settings = services.settings.replace(staff_email="desk@reseller.test")
+    moment = dt.datetime(2026, 11, 23, 8, tzinfo=dt.timezone.utc)
+    clock.set(moment)
+    barrier, errors = threading.Barrier(2), []
+
+    def worker():
+        try:
+            barrier.wait()
+            run_sweeps(services, moment)
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert errors == []
+    intents = sorted(m[0] for m in mails(services))
+    assert intents == ["invoice_overdue", "invoice_overdue", "staff_digest", "suspension_notice"]
+    assert state(services, "late")["suspensions"] == [("overdue", True)]

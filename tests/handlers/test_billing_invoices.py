@@ -8,7 +8,7 @@ from sqlalchemy import select
 from handlers.billing import invoices as inv_ops
 from handlers.billing import ledger
 from handlers.errors import Conflict, NotFound
-from handlers.models import Invoice, LedgerEntry
+from handlers.models import LedgerEntry
 from handlers.staff import execute
 from tests.handlers.billing_helpers import account, account_id, invoice, load, mails, notices
 
