@@ -8,6 +8,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
 from handlers.clock import local_date
+from handlers.errors import NotFound
 from handlers.models import Account, Contact, Hold, Invoice, InvoiceStatus, Invoicing, Notice
 from handlers.money import decimal_str, fmt
 from handlers.outbox import Recipient, queue_email
@@ -37,7 +38,6 @@ def lock_account(tx: "Tx", account_id: int) -> Account:
     acc = tx.session.scalar(select(Account).where(Account.id == account_id).with_for_update()
                             .execution_options(populate_existing=True))
     if acc is None:
-        from handlers.errors import NotFound
         raise NotFound(f"no account #{account_id}")
     return acc
 
@@ -51,7 +51,8 @@ def open_invoices(tx: "Tx", account_id: int) -> list[Invoice]:
     """The account's invoices with something left to pay, oldest pay-by date first."""
     return list(tx.session.scalars(select(Invoice).where(
         Invoice.account_id == account_id, Invoice.status.in_(OPEN_STATUSES))
-        .order_by(Invoice.due_on, Invoice.issued_on, Invoice.id)))
+        .order_by(Invoice.due_on, Invoice.issued_on, Invoice.id)
+        .execution_options(populate_existing=True)))  # fresh after the account lock, whatever was loaded before
 
 
 def active_hold(tx: "Tx", account_id: int, at: dt.datetime | None = None) -> Hold | None:

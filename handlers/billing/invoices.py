@@ -167,6 +167,7 @@ def remind(tx: "Tx", number: str) -> tuple[Invoice, str]:
     """Staff's `invoice remind N`: the reminder (or overdue notice) now, once per invoice and day."""
     inv = find(tx, number)
     acc = lock_account(tx, inv.account_id)
+    tx.session.refresh(inv)
     if inv.status not in (InvoiceStatus.issued, InvoiceStatus.partially_paid):
         raise Conflict(f"invoice {inv.number} is {inv.status.value}; there is nothing to remind of")
     reason = why_no_email(acc, dunning=False)
