@@ -7,6 +7,7 @@ run them in order.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import logging
 import traceback
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ class Sweep:
 
 SWEEPS: list[Sweep] = []
 
+# Modules whose import registers their sweeps; they run in the order registered.
+SWEEP_MODULES: tuple[str, ...] = ("handlers.billing.dunning", "handlers.billing.digest")
+
 
 def register_sweep(sweep: Sweep) -> Sweep:
     if any(s.name == sweep.name for s in SWEEPS):
@@ -40,6 +44,8 @@ def register_sweep(sweep: Sweep) -> Sweep:
 
 def run_sweeps(services: Any, at: dt.datetime, *, dry_run: bool = False) -> list[str]:
     """Run every registered sweep as of ``at``; lines say what happened."""
+    for module in SWEEP_MODULES:
+        importlib.import_module(module)
     lines: list[str] = []
     if not SWEEPS:
         return ["no sweeps are registered in this version"]

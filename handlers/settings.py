@@ -109,6 +109,27 @@ class Settings:
     outbox_lease_seconds: int = _setting(
         "RENEWDESK_OUTBOX_LEASE_SECONDS", 600,
         "a claimed row older than this is recovered from a crashed delivery worker")
+    invoice_reminder_days: str = _setting(
+        "RENEWDESK_INVOICE_REMINDER_DAYS", "5", "days before an invoice's pay-by date that a reminder goes out "
+        "(comma-separated)")
+    invoice_overdue_days: str = _setting(
+        "RENEWDESK_INVOICE_OVERDUE_DAYS", "1,5,10", "days after the pay-by date that overdue notices go out "
+        "(comma-separated)")
+    suspend_after_days: int = _setting(
+        "RENEWDESK_SUSPEND_AFTER_DAYS", 3,
+        "days after the pay-by date that an account flagged for automatic suspension is suspended")
+    removal_after_days: int = _setting(
+        "RENEWDESK_REMOVAL_AFTER_DAYS", 30,
+        "days after an automatic suspension for non-payment that the services are removed")
+    removal_warning_days: int = _setting(
+        "RENEWDESK_REMOVAL_WARNING_DAYS", 3, "days before removal that the client is warned")
+    credit_warning_days: str = _setting(
+        "RENEWDESK_CREDIT_WARNING_DAYS", "7,1", "warn when the balance is forecast to reach the credit limit within "
+        "these many days (comma-separated)")
+    credit_spending_days: int = _setting(
+        "RENEWDESK_CREDIT_SPENDING_DAYS", 30, "days of past spending whose daily average forecasts the balance")
+    staff_email: str | None = _setting(
+        "RENEWDESK_STAFF_EMAIL", None, "where the daily staff digest is emailed (comma-separated; unset: no email)")
     log_level: str = _setting("RENEWDESK_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR")
     config_file: str | None = _setting(
         "RENEWDESK_CONFIG", None, "optional TOML file with any of these settings (environment wins)")
@@ -127,6 +148,21 @@ class Settings:
         extra = [d.strip().lower().lstrip("@") for d in self.mail_aliases.split(",") if d.strip()]
         return (self.mail_domain.lower(), *extra)
 
+    @property
+    def reminder_offsets(self) -> tuple[int, ...]:
+        """Days before the pay-by date, largest first."""
+        return tuple(sorted(day_list(self.invoice_reminder_days), reverse=True))
+
+    @property
+    def overdue_offsets(self) -> tuple[int, ...]:
+        """Days after the pay-by date, smallest first."""
+        return tuple(sorted(day_list(self.invoice_overdue_days)))
+
+    @property
+    def credit_warning_offsets(self) -> tuple[int, ...]:
+        """Forecast windows in days, largest first (7 then 1)."""
+        return tuple(sorted(day_list(self.credit_warning_days), reverse=True))
+
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
 
@@ -134,6 +170,14 @@ class Settings:
     def documented(cls) -> list[tuple[str, str, Any, str]]:
         """(field, environment name, default, doc) for every setting, in order."""
         return [(f.name, f.metadata["env"], f.default, f.metadata["doc"]) for f in dataclasses.fields(cls)]
+
+
+def day_list(text: str) -> list[int]:
+    """``"1, 5,10"`` → ``[1, 5, 10]``; raises ValueError on anything but whole numbers >= 0."""
+    days = [int(part) for part in str(text).replace(" ", "").split(",") if part]
+    if any(d < 0 for d in days):
+        raise ValueError("negative")
+    return sorted(set(days))
 
 
 def _coerce(name: str, env: str, raw: Any, kind: Any) -> Any:
@@ -226,5 +270,19 @@ def validate(settings: Settings) -> None:
         raise SettingsError(f"RENEWDESK_UNKNOWN_SENDERS: `hold` or `answer`, not {settings.unknown_senders!r}")
     if settings.auto_answer_cap < 1 or settings.auto_answer_window_minutes < 1:
         raise SettingsError("RENEWDESK_AUTO_ANSWER_CAP and RENEWDESK_AUTO_ANSWER_WINDOW_MINUTES must be at least 1")
+    for env, value in (("RENEWDESK_INVOICE_REMINDER_DAYS", settings.invoice_reminder_days),
+                       ("RENEWDESK_INVOICE_OVERDUE_DAYS", settings.invoice_overdue_days),
+                       ("RENEWDESK_CREDIT_WARNING_DAYS", settings.credit_warning_days)):
+        try:
+            day_list(value)
+        except ValueError:
+            raise SettingsError(f"{env}: whole numbers of days, comma-separated (like 1,5,10), not {value!r}") from None
+    for env, number in (("RENEWDESK_SUSPEND_AFTER_DAYS", settings.suspend_after_days),
+                        ("RENEWDESK_REMOVAL_AFTER_DAYS", settings.removal_after_days),
+                        ("RENEWDESK_REMOVAL_WARNING_DAYS", settings.removal_warning_days),
+                        ("RENEWDESK_CREDIT_SPENDING_DAYS", settings.credit_spending_days)):
+        if int(number) < (1 if env == "RENEWDESK_CREDIT_SPENDING_DAYS" else 0):
+            raise SettingsError(f"{env}: must not be {'below 1' if env.endswith('SPENDING_DAYS') else 'negative'}, "
+                                f"not {number}")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError(f"RENEWDESK_LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR, not {settings.log_level!r}")

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from handlers.errors import InvalidInput, NotAllowed, RenewdeskError
 from handlers.models import StaffMember
-from handlers.staff import accounts as _accounts, team as _team, tickets as _tickets  # noqa: F401  (importing registers them)
+# importing a module registers its commands
+from handlers.staff import accounts as _accounts, team as _team, tickets as _tickets  # noqa: F401
+from handlers.staff import billing as _billing, services as _services  # noqa: F401
 from handlers.staff.commands import Reply, handler_for, is_available, register
 from handlers.staff.grammar import BY_NAME, COMMANDS, Command, Parsed, parse, slack_user_id
 

@@ -10,12 +10,13 @@ from renewdesk.scheduler import JOBS
 
 
 @pytest.fixture
-def one_sweep():
+def one_sweep(monkeypatch):
+    monkeypatch.setattr(jobs, "SWEEPS", [])          # only this sweep: the product's own are tested elsewhere
+    monkeypatch.setattr(jobs, "SWEEP_MODULES", ())
     seen = []
-    sweep = jobs.register_sweep(jobs.Sweep("test_sweep", lambda svc, at, dry: seen.append((at, dry)) or [f"saw {at:%Y-%m-%d}"],
-                                           "records its calls"))
+    jobs.register_sweep(jobs.Sweep("test_sweep", lambda svc, at, dry: seen.append((at, dry)) or [f"saw {at:%Y-%m-%d}"],
+                        "records its calls"))
     yield seen
-    jobs.SWEEPS.remove(sweep)
 
 
 def test_run_job_records_success_and_failure(services, clock):

@@ -1,0 +1,145 @@
+"""What every billing operation shares: locking an account, its billing recipients, holds, notices, days."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any, Iterable
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+
+from handlers.clock import local_date
+from handlers.errors import NotFound
+from handlers.models import Account, Contact, Hold, Invoice, InvoiceStatus, Invoicing, Notice
+from handlers.money import decimal_str, fmt
+from handlers.outbox import Recipient, queue_email
+
+if TYPE_CHECKING:
+    from handlers.services import Tx
+
+SCHEDULER = "system:scheduler"
+OPEN_STATUSES = (InvoiceStatus.issued, InvoiceStatus.partially_paid)
+
+
+def today(tx: "Tx") -> dt.date:
+    return local_date(tx.now, tx.settings.tz)
+
+
+def day_start(tx: "Tx", day: dt.date) -> dt.datetime:
+    """Midnight at the start of ``day`` in the business's timezone, as UTC."""
+    return dt.datetime.combine(day, dt.time(), tx.settings.tz).astimezone(dt.timezone.utc)
+
+
+def lock_account(tx: "Tx", account_id: int) -> Account:
+    """The account row, locked until the transaction ends: money operations on one account queue up.
+
+    On PostgreSQL this is ``SELECT ... FOR UPDATE``; on SQLite every writer already holds the
+    database's write lock (BEGIN IMMEDIATE).
+    """
+    acc = tx.session.scalar(select(Account).where(Account.id == account_id).with_for_update()
+                            .execution_options(populate_existing=True))
+    if acc is None:
+        raise NotFound(f"no account #{account_id}")
+    return acc
+
+
+def money(minor: int, currency: str) -> dict[str, str]:
+    """Exact JSON for an amount: ``{"amount": "12.50", "currency": "EUR"}``."""
+    return {"amount": decimal_str(minor, currency), "currency": currency}
+
+
+def open_invoices(tx: "Tx", account_id: int) -> list[Invoice]:
+    """The account's invoices with something left to pay, oldest pay-by date first."""
+    return list(tx.session.scalars(select(Invoice).where(
+        Invoice.account_id == account_id, Invoice.status.in_(OPEN_STATUSES))
+        .order_by(Invoice.due_on, Invoice.issued_on, Invoice.id)
+        .execution_options(populate_existing=True)))  # fresh after the account lock, whatever was loaded before
+
+
+def active_hold(tx: "Tx", account_id: int, at: dt.datetime | None = None) -> Hold | None:
+    """The account's open hold at ``at`` (default now), if any."""
+    at = at or tx.now
+    return tx.session.scalars(select(Hold).where(
+        Hold.account_id == account_id, Hold.lifted_at.is_(None), Hold.started_at <= at,
+        or_(Hold.until.is_(None), Hold.until > at)).order_by(Hold.started_at)).first()
+
+
+def billing_contacts(acc: Account) -> list[Contact]:
+    """Contacts allowed to see billing who want billing mail (the owner has every permission)."""
+    return [c for c in acc.contacts if c.may("billing") and c.wants("billing")]
+
+
+def billing_recipients(acc: Account) -> list[Recipient]:
+    """Who gets the account's billing mail; nobody on paper invoicing (staff write those letters)."""
+    if acc.invoicing == Invoicing.paper:
+        return []
+    return [Recipient(c.email, c.name) for c in billing_contacts(acc)]
+
+
+def why_no_email(acc: Account, *, dunning: bool) -> str | None:
+    """Why an account gets no billing email, or None when it does.
+
+    ``dunning`` marks reminders and overdue notices, which ``overdue_notices`` turns off.
+    """
+    if acc.invoicing == Invoicing.paper:
+        return "paper_invoicing"
+    if dunning and not acc.overdue_notices:
+        return "notices_off"
+    if not billing_contacts(acc):
+        return "no_recipient"
+    return None
+
+
+def account_context(tx: "Tx", acc: Account) -> dict[str, Any]:
+    return {"account": {"id": acc.id, "name": acc.name, "ref": acc.ref, "currency": acc.currency},
+            "pay_to": f"billing@{tx.settings.mail_domain}"}
+
+
+def claim_notice(tx: "Tx", *, kind: str, subject_type: str, subject_id: int, occasion: str,
+                 occasion_date: dt.date, account_id: int, outcome: str = "sent",
+                 detail: str | None = None) -> Notice | None:
+    """Insert the notice row: the claim. None when it exists already (sent before, or by another worker)."""
+    found = tx.session.scalar(select(Notice).where(
+        Notice.kind == kind, Notice.subject_type == subject_type, Notice.subject_id == subject_id,
+        Notice.occasion == occasion, Notice.occasion_date == occasion_date))
+    if found is not None:
+        return None
+    row = Notice(kind=kind, subject_type=subject_type, subject_id=subject_id, occasion=occasion,
+                 occasion_date=occasion_date, account_id=account_id, created_at=tx.now, outcome=outcome,
+                 detail=detail)
+    try:
+        with tx.session.begin_nested():
+            tx.session.add(row)
+    except IntegrityError:
+        return None  # a second scheduler claimed it between our look and our insert
+    return row
+
+
+def notified(tx: "Tx", kind: str, subject_type: str, subject_id: int) -> set[tuple[str, dt.date]]:
+    """The (occasion, occasion_date) pairs already claimed for a subject."""
+    return set(tx.session.execute(select(Notice.occasion, Notice.occasion_date).where(
+        Notice.kind == kind, Notice.subject_type == subject_type, Notice.subject_id == subject_id)).all())
+
+
+def send(tx: "Tx", acc: Account, intent: str, context: dict[str, Any], dedupe_key: str, *,
+         dunning: bool = False) -> str:
+    """Email the account's billing recipients (exactly once by ``dedupe_key``); the outcome word."""
+    reason = why_no_email(acc, dunning=dunning)
+    if reason is not None:
+        return reason
+    queue_email(tx, intent, {**account_context(tx, acc), **context}, to=billing_recipients(acc),
+                dedupe_key=dedupe_key, account_id=acc.id, from_local="billing")
+    return "sent"
+
+
+def invoice_context(inv: Invoice, day: dt.date) -> dict[str, Any]:
+    """What templates show of an invoice."""
+    return {"number": inv.number, "issued_on": inv.issued_on.isoformat(), "due_on": inv.due_on.isoformat(),
+            "total": fmt(inv.total_minor, inv.currency), "paid": fmt(inv.paid_minor, inv.currency),
+            "due": fmt(inv.due_minor, inv.currency), "days": (inv.due_on - day).days,
+            "partly_paid": inv.paid_minor > 0,
+            "lines": [{"text": ln.text, "amount": fmt(ln.amount_minor, inv.currency),
+                       "tax": fmt(ln.tax_minor, inv.currency)} for ln in inv.lines]}
+
+
+def names(items: Iterable[Any]) -> str:
+    return ", ".join(str(i) for i in items)

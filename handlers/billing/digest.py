@@ -1,0 +1,134 @@
+"""The daily staff digest: what needs a person today, emailed to ``RENEWDESK_STAFF_EMAIL``.
+
+Tickets new and open, invoices falling due and overdue, today's and tomorrow's suspensions and
+removals, held accounts, notices that went out by no email (paper invoicing, notices off, no
+billing contact: a letter or a call), quarantined mail and failed deliveries. The content is
+returned as data and text so other front ends (Slack) can post the same thing.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, or_, select
+
+from handlers.billing.common import OPEN_STATUSES, SCHEDULER, day_start, today
+from handlers.billing.dunning import forecast  # also registers the billing sweeps, which run before the digest
+from handlers.jobs import Sweep, register_sweep
+from handlers.models import (Account, Hold, InboundMail, InboundStatus, Invoice, Notice, OutboundMail, OutboxStatus,
+                             Suspension, Ticket, TicketStatus)
+from handlers.money import fmt
+from handlers.outbox import queue_email
+
+if TYPE_CHECKING:
+    from handlers.services import Services, Tx
+
+FALLING_DUE_DAYS = 7
+LISTED = 20   # items listed per section; more are counted
+
+
+def build(tx: "Tx") -> dict[str, Any]:
+    """The digest's sections as of now."""
+    s, day = tx.session, today(tx)
+    start, since = day_start(tx, day), tx.now - dt.timedelta(days=1)
+    names = dict(s.execute(select(Account.id, Account.name)).all())
+    open_tickets = s.scalar(select(func.count()).select_from(Ticket).where(
+        Ticket.status != TicketStatus.closed, Ticket.archived.is_(False))) or 0
+    new_tickets = list(s.scalars(select(Ticket).where(Ticket.created_at > since).order_by(Ticket.id)))
+    invoices = list(s.scalars(select(Invoice).where(
+        Invoice.status.in_(OPEN_STATUSES), Invoice.due_on <= day + dt.timedelta(days=FALLING_DUE_DAYS))
+        .order_by(Invoice.due_on, Invoice.id)))
+    suspended_today = list(s.scalars(select(Suspension).where(Suspension.started_at >= start)
+                                     .order_by(Suspension.id)))
+    removed_today = list(s.scalars(select(Notice).where(Notice.kind == "removal", Notice.created_at >= start)))
+    tomorrow = [a for d in forecast(tx, 1) for a in d["actions"]
+                if a["rule"] in ("overdue_suspensions", "removals", "credit_limits")]
+    held = list(s.scalars(select(Hold).where(Hold.lifted_at.is_(None), Hold.started_at <= tx.now,
+                                             or_(Hold.until.is_(None), Hold.until > tx.now)).order_by(Hold.id)))
+    by_hand = list(s.scalars(select(Notice).where(
+        Notice.created_at > since, Notice.outcome.in_(("paper_invoicing", "notices_off", "no_recipient")))
+        .order_by(Notice.id)))
+    quarantined = list(s.scalars(select(InboundMail).where(InboundMail.status == InboundStatus.quarantined)
+                                 .order_by(InboundMail.id.desc()).limit(LISTED + 1)))
+    failed = list(s.scalars(select(OutboundMail).where(
+        OutboundMail.status.in_((OutboxStatus.failed, OutboxStatus.uncertain))).order_by(OutboundMail.id.desc())
+        .limit(LISTED + 1)))
+    number = {i.id: i.number for i in s.scalars(select(Invoice).where(
+        Invoice.id.in_([n.subject_id for n in by_hand if n.subject_type == "invoice"])))} if by_hand else {}
+
+    sections = [
+        ("Tickets", [f"{open_tickets} open"] + [f"new: T-{t.id} {names.get(t.account_id, '?')}: {t.subject[:80]}"
+                                                 for t in new_tickets]),
+        ("Invoices falling due and overdue",
+         [f"{i.number} {names.get(i.account_id, '?')}: {fmt(i.due_minor, i.currency)} "
+          + (f"OVERDUE since {i.due_on}" if i.due_on < day else f"due {i.due_on}") for i in invoices]),
+        ("Suspended and removed today",
+         [f"{names.get(x.account_id, '?')}: suspended ({x.reason.value}" + (f": {x.text}" if x.text else "") + ")"
+          for x in suspended_today] + [f"{names.get(n.account_id, '?')}: services removed" for n in removed_today]),
+        ("Tomorrow's suspensions and removals", [a["text"] for a in tomorrow]),
+        ("Held accounts", [f"{names.get(h.account_id, '?')}"
+                           + (f" until {h.until.astimezone(tx.settings.tz):%Y-%m-%d %H:%M}" if h.until else "")
+                           + (f": {h.reason}" if h.reason else "") for h in held]),
+        ("Notices to send by hand (letter or call)",
+         [f"{names.get(n.account_id, '?')}: {n.kind.replace('_', ' ')} {n.occasion}"
+          + (f" for {number.get(n.subject_id, '?')}" if n.subject_type == "invoice" else "")
+          + f" ({n.outcome.replace('_', ' ')})" for n in by_hand]),
+        ("Quarantined mail", [f"#{m.id} from {m.mail_from or '?'}: {m.reason or m.classification or ''}"[:120]
+                              for m in quarantined]),
+        ("Failed deliveries", [f"#{m.id} {m.intent} to {', '.join(m.recipients or [])}: {m.status.value}"
+                               + (f" ({m.last_error[:80]})" if m.last_error else "") for m in failed]),
+    ]
+    out = [{"title": title, "items": items[:LISTED], "more": max(0, len(items) - LISTED)}
+           for title, items in sections]
+    counts = {"new_tickets": len(new_tickets), "open_tickets": open_tickets,
+              "overdue": sum(1 for i in invoices if i.due_on < day),
+              "falling_due": sum(1 for i in invoices if i.due_on >= day),
+              "suspended_today": len(suspended_today), "removed_today": len(removed_today),
+              "tomorrow": len(tomorrow), "held": len(held), "by_hand": len(by_hand),
+              "quarantined": len(quarantined), "failed": len(failed)}
+    title = f"Daily digest {day}: {counts['overdue']} overdue, {counts['tomorrow']} action(s) tomorrow, " \
+            f"{counts['new_tickets']} new ticket(s)"
+    text = [title]
+    for sec in out:
+        if sec["items"]:
+            text.append(f"{sec['title']}:")
+            text += [f"  {item}" for item in sec["items"]]
+            if sec["more"]:
+                text.append(f"  ... and {sec['more']} more")
+    return {"day": day.isoformat(), "title": title, "sections": out, "counts": counts, "text": "\n".join(text),
+            "empty": not any(sec["items"] for sec in out[1:]) and not new_tickets}
+
+
+def staff_addresses(tx: "Tx") -> list[str]:
+    return [a.strip() for a in (tx.settings.staff_email or "").split(",") if a.strip()]
+
+
+def send_digest(tx: "Tx", *, manual: bool = False) -> dict[str, Any]:
+    """Build the digest and email it to the staff address; the daily one once per day."""
+    content = build(tx)
+    to = staff_addresses(tx)
+    content["emailed_to"] = []
+    if to and (manual or not content["empty"]):
+        queue_email(tx, "staff_digest", {"digest": content}, to=to, from_local="billing",
+                    dedupe_key=None if manual else f"digest:{content['day']}")
+        content["emailed_to"] = to
+    tx.audit("digest.build", manual=manual, counts=content["counts"], emailed_to=to)
+    return content
+
+
+def _digest_sweep(services: "Services", at: dt.datetime, dry_run: bool) -> list[str]:
+    def op(tx: "Tx") -> dict[str, Any]:
+        tx.now = at
+        return build(tx) if dry_run else send_digest(tx)
+    content = services.run(op, actor=SCHEDULER, readonly=dry_run)
+    to = [a.strip() for a in (services.settings.staff_email or "").split(",") if a.strip()]
+    if content["empty"]:
+        where = "nothing to report"
+    elif not to:
+        where = "RENEWDESK_STAFF_EMAIL is not set: not emailed"
+    else:
+        where = ("would be emailed to " if dry_run else "emailed to ") + ", ".join(to)
+    return [f"{content['title']}; {where}"]
+
+
+STAFF_DIGEST = register_sweep(Sweep("staff_digest", _digest_sweep, "the daily staff digest"))

@@ -1,0 +1,183 @@
+"""Invoices: issue with a unique number, look up, void, and the reminder or overdue notice about one.
+
+An invoice's charge goes on the ledger when it is issued. Voiding keeps the number, the
+lines and the payments, and reverses the charge: what was already paid becomes credit.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from handlers.billing.common import claim_notice, invoice_context, lock_account, money, send, today, why_no_email
+from handlers.errors import Conflict, InvalidInput, NotFound
+from handlers.models import (Account, AppSetting, Invoice, InvoiceLine, InvoiceStatus, LedgerEntry, LedgerKind,
+                             Payment, PaymentAllocation)
+
+if TYPE_CHECKING:
+    from handlers.services import Tx
+
+NUMBER_PREFIX = "INV-"
+NUMBER_START = 1000       # the first number issued is INV-1001
+_SEQUENCE_KEY = "invoice_number"
+
+
+@dataclass(frozen=True)
+class Line:
+    text: str
+    amount_minor: int
+    tax_minor: int = 0
+    service_id: int | None = None
+
+
+def next_number(tx: "Tx") -> str:
+    """The next free invoice number, unique even when two processes issue at once.
+
+    The counter is one row locked ``FOR UPDATE`` until the issuing transaction ends, so a second
+    issuer waits and then sees the first one's number; numbers taken by imports are skipped.
+    """
+    for _ in range(5):
+        row = tx.session.scalar(select(AppSetting).where(AppSetting.key == _SEQUENCE_KEY).with_for_update()
+                                .execution_options(populate_existing=True))
+        if row is None:
+            try:
+                with tx.session.begin_nested():
+                    tx.session.add(AppSetting(key=_SEQUENCE_KEY, value=str(NUMBER_START)))
+            except IntegrityError:
+                pass  # another process created the counter: lock theirs on the next pass
+            continue
+        n = int(row.value)
+        while True:
+            n += 1
+            number = f"{NUMBER_PREFIX}{n}"
+            if tx.session.scalar(select(Invoice.id).where(Invoice.number == number)) is None:
+                break
+        row.value = str(n)
+        tx.session.flush()
+        return number
+    raise Conflict("could not take an invoice number; try again")
+
+
+def issue(tx: "Tx", account_id: int, lines: Sequence[Line], due_on: dt.date, *,
+          issued_on: dt.date | None = None, number: str | None = None) -> Invoice:
+    """Issue an invoice with its lines and tax, and put its charge on the ledger."""
+    acc = lock_account(tx, account_id)
+    if not lines:
+        raise InvalidInput("lines: an invoice needs at least one line")
+    for i, ln in enumerate(lines):
+        if ln.amount_minor < 0 or ln.tax_minor < 0:
+            raise InvalidInput("must not be negative", path=f"lines[{i}]")
+    issued_on = issued_on or today(tx)
+    if due_on < issued_on:
+        raise InvalidInput(f"the pay-by date {due_on} is before the issue date {issued_on}", path="due_on")
+    if number is not None and tx.session.scalar(select(Invoice.id).where(Invoice.number == number)):
+        raise Conflict(f"invoice {number} exists already")
+    inv = Invoice(account_id=acc.id, number=number or next_number(tx), currency=acc.currency,
+                  issued_on=issued_on, due_on=due_on, total_minor=sum(ln.amount_minor + ln.tax_minor for ln in lines),
+                  paid_minor=0, status=InvoiceStatus.issued, created_at=tx.now)
+    inv.lines = [InvoiceLine(position=i, text=ln.text, amount_minor=ln.amount_minor, tax_minor=ln.tax_minor,
+                             service_id=ln.service_id) for i, ln in enumerate(lines, start=1)]
+    tx.session.add(inv)
+    tx.session.flush()
+    tx.session.add(LedgerEntry(account_id=acc.id, at=tx.now, kind=LedgerKind.charge, amount_minor=-inv.total_minor,
+                               currency=acc.currency, text=f"Invoice {inv.number}", source="invoice",
+                               invoice_id=inv.id, actor=tx.actor))
+    tx.audit("invoice.issue", subject=inv, account_id=acc.id, number=inv.number,
+             total=money(inv.total_minor, inv.currency), due_on=due_on.isoformat())
+    return inv
+
+
+def find(tx: "Tx", number: str) -> Invoice:
+    """The invoice with this number (any case)."""
+    inv = tx.session.scalar(select(Invoice).where(func.lower(Invoice.number) == number.strip().lower()))
+    if inv is None:
+        raise NotFound(f"no invoice {number}", hint="invoice list --all shows every invoice")
+    return inv
+
+
+def payments_of(tx: "Tx", inv: Invoice) -> list[tuple[Payment, int]]:
+    """Each payment that went to this invoice, with the part it took, oldest first."""
+    return list(tx.session.execute(select(Payment, PaymentAllocation.amount_minor).join(PaymentAllocation)
+                                   .where(PaymentAllocation.invoice_id == inv.id)
+                                   .order_by(Payment.received_at, Payment.id)).all())
+
+
+def status_for(total: int, paid: int) -> InvoiceStatus:
+    if paid >= total:
+        return InvoiceStatus.paid
+    return InvoiceStatus.partially_paid if paid else InvoiceStatus.issued
+
+
+def void(tx: "Tx", number: str, reason: str = "") -> Invoice:
+    """Void an invoice: it keeps its number and history; its charge is reversed on the ledger."""
+    from handlers.billing.suspensions import lift_resolved
+
+    inv = find(tx, number)
+    acc = lock_account(tx, inv.account_id)
+    tx.session.refresh(inv)
+    if inv.status == InvoiceStatus.void:
+        raise Conflict(f"invoice {inv.number} is void already" + (f" ({inv.void_reason})" if inv.void_reason else ""))
+    previous = inv.status
+    inv.status, inv.void_reason = InvoiceStatus.void, reason.strip() or None
+    tx.session.add(LedgerEntry(account_id=acc.id, at=tx.now, kind=LedgerKind.adjustment, amount_minor=inv.total_minor,
+                               currency=inv.currency, text=f"Invoice {inv.number} voided" +
+                               (f": {reason.strip()}" if reason.strip() else ""), source="invoice",
+                               invoice_id=inv.id, actor=tx.actor))
+    tx.audit("invoice.void", subject=inv, account_id=acc.id, number=inv.number, reason=reason,
+             previous_status=previous.value, paid=money(inv.paid_minor, inv.currency))
+    tx.session.flush()
+    lift_resolved(tx, acc, why=f"invoice {inv.number} voided")
+    return inv
+
+
+def notice_kind(inv: Invoice, day: dt.date) -> str:
+    """A reminder before and on the pay-by date, an overdue notice after it."""
+    return "invoice_reminder" if day <= inv.due_on else "invoice_overdue"
+
+
+def send_notice(tx: "Tx", acc: Account, inv: Invoice, *, occasion: str, kind: str | None = None,
+                manual: bool = False) -> tuple[bool, str]:
+    """Claim the notice (invoice, occasion, pay-by date) and email it; (claimed, outcome).
+
+    Paper invoicing, overdue notices turned off, or no billing contact: the notice is recorded
+    with that outcome and no email, and the staff digest lists it.
+    """
+    day = today(tx)
+    kind = kind or notice_kind(inv, day)
+    occasion_date = day if manual else inv.due_on
+    outcome = why_no_email(acc, dunning=not manual) or "sent"
+    if manual and outcome == "notices_off":
+        outcome = "sent"
+    notice = claim_notice(tx, kind=kind, subject_type="invoice", subject_id=inv.id, occasion=occasion,
+                          occasion_date=occasion_date, account_id=acc.id, outcome=outcome)
+    if notice is None:
+        return False, "already"
+    if outcome == "sent":
+        context: dict[str, Any] = {"invoice": invoice_context(inv, day), "occasion": occasion}
+        send(tx, acc, kind, context, f"notice:{notice.id}", dunning=not manual)
+    tx.audit(f"{kind}.{'sent' if outcome == 'sent' else 'recorded'}", subject=inv, account_id=acc.id,
+             occasion=occasion, outcome=outcome)
+    return True, outcome
+
+
+def remind(tx: "Tx", number: str) -> tuple[Invoice, str]:
+    """Staff's `invoice remind N`: the reminder (or overdue notice) now, once per invoice and day."""
+    inv = find(tx, number)
+    acc = lock_account(tx, inv.account_id)
+    tx.session.refresh(inv)
+    if inv.status not in (InvoiceStatus.issued, InvoiceStatus.partially_paid):
+        raise Conflict(f"invoice {inv.number} is {inv.status.value}; there is nothing to remind of")
+    reason = why_no_email(acc, dunning=False)
+    if reason == "paper_invoicing":
+        raise Conflict(f"{acc.name} is on paper invoicing: send the reminder by post",
+                       hint="the daily digest lists invoices that need a letter")
+    if reason == "no_recipient":
+        raise Conflict(f"{acc.name} has no contact with the billing permission who wants billing mail",
+                       hint="account show lists its contacts")
+    claimed, outcome = send_notice(tx, acc, inv, occasion="manual", manual=True)
+    if not claimed:
+        raise Conflict(f"a reminder for {inv.number} went out today already")
+    return inv, notice_kind(inv, today(tx))

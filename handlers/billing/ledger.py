@@ -1,0 +1,115 @@
+"""The account ledger: balance, the running position the credit limit watches, manual charges, the limit.
+
+Every movement is a :class:`LedgerEntry`: an invoice's charge when it is issued, payments in,
+manual and usage charges, credits, and the reversal of a voided invoice. The balance is their
+sum. Invoices follow their own pay-by dates (reminders, overdue notices, suspension of flagged
+accounts); the credit limit watches the rest, the *position*: the balance with what is still
+open on invoices left out. Money paid beyond the invoices is credit; usage and manual charges
+eat into it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+
+from handlers.billing.common import OPEN_STATUSES, lock_account, money
+from handlers.errors import InvalidInput
+from handlers.models import Account, Invoice, LedgerEntry, LedgerKind
+from handlers.money import fmt
+
+if TYPE_CHECKING:
+    from handlers.services import Tx
+
+
+def balance(tx: "Tx", account_id: int) -> int:
+    """The ledger's sum: positive is in the client's favour, negative is owed."""
+    return tx.session.scalar(select(func.coalesce(func.sum(LedgerEntry.amount_minor), 0))
+                             .where(LedgerEntry.account_id == account_id)) or 0
+
+
+def open_due(tx: "Tx", account_id: int) -> int:
+    """What is left to pay on the account's open invoices."""
+    return tx.session.scalar(select(func.coalesce(func.sum(Invoice.total_minor - Invoice.paid_minor), 0)).where(
+        Invoice.account_id == account_id, Invoice.status.in_(OPEN_STATUSES))) or 0
+
+
+def position(tx: "Tx", account_id: int) -> int:
+    """The balance outside open invoices: credit when positive, usage owed when negative."""
+    return balance(tx, account_id) + open_due(tx, account_id)
+
+
+def daily_spending(tx: "Tx", account_id: int, at: dt.datetime | None = None) -> float:
+    """Average charges per day (minor units) outside invoices over the configured past days."""
+    at = at or tx.now
+    days = tx.settings.credit_spending_days
+    spent = tx.session.scalar(select(func.coalesce(func.sum(LedgerEntry.amount_minor), 0)).where(
+        LedgerEntry.account_id == account_id, LedgerEntry.kind == LedgerKind.charge,
+        LedgerEntry.invoice_id.is_(None), LedgerEntry.at > at - dt.timedelta(days=days),
+        LedgerEntry.at <= at)) or 0
+    return max(0, -spent) / days
+
+
+@dataclass(frozen=True)
+class CreditState:
+    """Where an account stands against its credit limit."""
+
+    position: int         # balance outside open invoices
+    limit: int            # credit limit: may owe this much (negative: must keep this much)
+    headroom: int         # what may still be spent before the limit is reached
+    daily: float          # average daily spending
+    days_left: float | None  # forecast days until the limit, None when nothing is being spent
+
+    @property
+    def reached(self) -> bool:
+        """Past the limit, or exactly at it while owing: an account owing nothing at a zero limit is fine."""
+        return self.headroom < 0 or (self.headroom == 0 and self.position < 0)
+
+
+def credit_state(tx: "Tx", acc: Account, at: dt.datetime | None = None) -> CreditState:
+    pos = position(tx, acc.id)
+    headroom = pos + acc.credit_limit_minor
+    daily = daily_spending(tx, acc.id, at)
+    days_left = None if daily <= 0 else max(0.0, headroom / daily)
+    return CreditState(pos, acc.credit_limit_minor, headroom, daily, days_left)
+
+
+def add_charge(tx: "Tx", account_id: int, amount_minor: int, text: str, *, source: str = "manual",
+               ref: str | None = None) -> LedgerEntry:
+    """A charge on the ledger (money the client owes), outside any invoice."""
+    acc = lock_account(tx, account_id)
+    if amount_minor <= 0:
+        raise InvalidInput("AMOUNT: a charge must be more than zero")
+    if not text.strip():
+        raise InvalidInput("TEXT: say what the charge is for")
+    entry = LedgerEntry(account_id=acc.id, at=tx.now, kind=LedgerKind.charge, amount_minor=-amount_minor,
+                        currency=acc.currency, text=text.strip(), source=source, ref=ref, actor=tx.actor)
+    tx.session.add(entry)
+    tx.session.flush()
+    tx.audit("ledger.charge", subject=entry, account_id=acc.id, amount=money(amount_minor, acc.currency),
+             text=entry.text)
+    return entry
+
+
+def set_credit_limit(tx: "Tx", account_id: int, limit_minor: int) -> tuple[int, int]:
+    """Set the limit; returns (previous, new). Raising it can lift a credit-limit suspension."""
+    from handlers.billing.suspensions import lift_resolved
+
+    acc = lock_account(tx, account_id)
+    previous = acc.credit_limit_minor
+    acc.credit_limit_minor = limit_minor
+    tx.audit("account.credit_limit", subject=acc, account_id=acc.id,
+             previous=money(previous, acc.currency), limit=money(limit_minor, acc.currency))
+    tx.session.flush()
+    lift_resolved(tx, acc, why="credit limit raised")
+    return previous, limit_minor
+
+
+def describe(state: CreditState, currency: str) -> str:
+    """One line: position, limit, headroom and the forecast."""
+    pace = "no spending in the last days" if state.days_left is None else \
+        f"about {fmt(round(state.daily), currency)} a day, limit in {state.days_left:.1f} days"
+    return (f"position {fmt(state.position, currency)}, limit {fmt(state.limit, currency)}, "
+            f"headroom {fmt(state.headroom, currency)}; {pace}")

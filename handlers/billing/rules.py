@@ -1,0 +1,244 @@
+"""What the billing automation would do for one account at one moment: a list of planned actions.
+
+Each rule reads the account's state and returns :class:`Action`s; the sweeps apply them, a dry
+run and the forecast only print them. Every action has a key (its notice or suspension key),
+so applying one twice does nothing, and a forecast over several days can assume the earlier
+days' actions done. After downtime a rule plans only the most recent missed occasion.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from sqlalchemy import func, select
+
+from handlers.billing import invoices as inv_ops
+from handlers.billing import suspensions as sus_ops
+from handlers.billing.common import active_hold, billing_recipients, claim_notice, notified, open_invoices, send, \
+    today, why_no_email
+from handlers.billing.ledger import CreditState, credit_state
+from handlers.models import Account, Invoice, Notice, Suspension, SuspensionReason
+from handlers.money import fmt
+
+if TYPE_CHECKING:
+    from handlers.services import Tx
+
+Key = tuple
+
+
+@dataclass
+class Action:
+    """One thing a sweep does (or would do) for one account."""
+
+    rule: str
+    account: Account
+    key: Key
+    text: str
+    apply: Callable[["Tx"], str | None] | None  # None: shown only (a hold blocks it)
+
+
+NO_EMAIL = {"paper_invoicing": "no email: paper invoicing, listed in the digest",
+            "notices_off": "no email: overdue notices are off, listed in the digest",
+            "no_recipient": "no email: no billing contact wants billing mail, listed in the digest"}
+
+
+def _to(acc: Account, *, dunning: bool) -> str:
+    reason = why_no_email(acc, dunning=dunning)
+    return NO_EMAIL[reason] if reason else "to " + ", ".join(r.email for r in billing_recipients(acc))
+
+
+# -- invoice reminders and overdue notices ----------------------------------------------------
+
+def occasions(tx: "Tx", inv: Invoice) -> list[tuple[str, str, dt.date]]:
+    """(kind, occasion, day) for every configured notice of an invoice, in date order."""
+    s = tx.settings
+    out = [("invoice_reminder", f"-{d}d" if d else "0d", inv.due_on - dt.timedelta(days=d)) for d in s.reminder_offsets]
+    out += [("invoice_overdue", f"+{d}d", inv.due_on + dt.timedelta(days=d)) for d in s.overdue_offsets if d > 0]
+    return sorted(out, key=lambda o: o[2])
+
+
+def invoice_notices(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
+    day, actions = today(tx), []
+    for inv in open_invoices(tx, acc.id):
+        passed = [o for o in occasions(tx, inv) if inv.issued_on <= o[2] <= day]
+        if not passed:
+            continue
+        kind, occasion, _ = passed[-1]  # only the most recent occasion: catch-up sends one, not a backlog
+        key = (kind, "invoice", inv.id, occasion, inv.due_on)
+        if key in assumed or (occasion, inv.due_on) in notified(tx, kind, "invoice", inv.id):
+            continue
+        when = f"pay by {inv.due_on}, {fmt(inv.due_minor, inv.currency)} due"
+        label = "reminder" if kind == "invoice_reminder" else "overdue notice"
+        text = f"{acc.name}: {label} {occasion} for {inv.number} ({when}), {_to(acc, dunning=True)}"
+
+        def apply(tx: "Tx", inv_id: int = inv.id, occasion: str = occasion, kind: str = kind) -> str | None:
+            fresh = tx.session.get(Invoice, inv_id)
+            if fresh.due_minor <= 0 or fresh.status.value not in ("issued", "partially_paid"):
+                return None
+            claimed, _ = inv_ops.send_notice(tx, acc, fresh, occasion=occasion, kind=kind)
+            return "" if claimed else None
+        actions.append(Action("invoice_notices", acc, key, text, apply))
+    return actions
+
+
+# -- automatic suspension of flagged accounts, removal warning and removal --------------------
+
+def overdue_suspensions(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
+    if not acc.auto_suspend:
+        return []
+    day, actions, grace = today(tx), [], dt.timedelta(days=tx.settings.suspend_after_days)
+    held = active_hold(tx, acc.id)
+    for inv in open_invoices(tx, acc.id):
+        if inv.due_on + grace > day:
+            continue
+        dedupe = f"overdue:invoice:{inv.id}"
+        key = ("suspension", dedupe)
+        if key in assumed or tx.session.scalar(select(Suspension.id).where(Suspension.dedupe_key == dedupe)):
+            continue
+        what = f"{acc.name}: suspend the account, {inv.number} unpaid since {inv.due_on}"
+        if held is not None:
+            actions.append(Action("overdue_suspensions", acc, key, f"{what} - held, not suspending"
+                                  + (f" ({held.reason})" if held.reason else ""), None))
+            continue
+
+        def apply(tx: "Tx", inv_id: int = inv.id, dedupe: str = dedupe) -> str | None:
+            fresh = tx.session.get(Invoice, inv_id)
+            if fresh.due_minor <= 0:
+                return None
+            sus = sus_ops.suspend(tx, acc, reason=SuspensionReason.overdue, invoice=fresh, dedupe_key=dedupe,
+                                  remove_after=sus_ops.removal_moment(tx, tx.now))
+            return None if sus is None else f"removal on {sus_ops.removal_day(tx, sus)}"
+        actions.append(Action("overdue_suspensions", acc, key, f"{what}, {_to(acc, dunning=False)}", apply))
+    return actions
+
+
+def removals(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
+    day, actions = today(tx), []
+    held = active_hold(tx, acc.id)
+    for sus in sus_ops.open_suspensions(tx, acc.id):
+        rday = sus_ops.removal_day(tx, sus)
+        if rday is None:
+            continue
+        warn_from = rday - dt.timedelta(days=tx.settings.removal_warning_days)
+        if day >= rday:
+            kind, occasion, verb = "removal", "0d", "remove the services"
+        elif day >= warn_from and tx.settings.removal_warning_days > 0:
+            kind, occasion, verb = "removal_warning", f"-{tx.settings.removal_warning_days}d", "warn of removal"
+        else:
+            continue
+        key = (kind, "suspension", sus.id, occasion, rday)
+        if key in assumed or (occasion, rday) in notified(tx, kind, "suspension", sus.id):
+            continue
+        what = f"{acc.name}: {verb} on {rday} (suspended since {sus.started_at.astimezone(tx.settings.tz).date()})"
+        if held is not None:
+            actions.append(Action("removals", acc, key, f"{what} - held, not acting", None))
+            continue
+
+        def apply(tx: "Tx", sus_id: int = sus.id, kind: str = kind, occasion: str = occasion,
+                  rday: dt.date = rday) -> str | None:
+            fresh = tx.session.get(Suspension, sus_id)
+            if fresh.lifted_at is not None:
+                return None
+            notice = claim_notice(tx, kind=kind, subject_type="suspension", subject_id=sus_id, occasion=occasion,
+                                  occasion_date=rday, account_id=acc.id,
+                                  outcome=why_no_email(acc, dunning=False) or "sent")
+            if notice is None:
+                return None
+            if kind == "removal":
+                names = sus_ops.remove(tx, acc, fresh)
+                send(tx, acc, "removal_notice", {"services": names, "removed_on": rday.isoformat()},
+                     f"notice:{notice.id}")
+                return "removed: " + (", ".join(names) or "nothing left to remove")
+            owed = sum(i.due_minor for i in open_invoices(tx, acc.id))
+            send(tx, acc, "removal_warning", {"remove_on": rday.isoformat(), "owed": fmt(owed, acc.currency),
+                                              "services": [s.name for s in acc.services
+                                                           if s.status.value == "suspended"]},
+                 f"notice:{notice.id}")
+            return ""
+        actions.append(Action("removals", acc, key, f"{what}, {_to(acc, dunning=False)}", apply))
+    return actions
+
+
+# -- credit limit: warnings before, suspension on reaching it ---------------------------------
+
+def _episode(tx: "Tx", acc: Account) -> tuple[list[Notice], dt.date | None]:
+    """The credit warnings since the last re-arm, and the day the current episode began."""
+    rearmed = tx.session.scalar(select(func.max(Notice.id)).where(
+        Notice.kind == "credit_rearm", Notice.account_id == acc.id)) or 0
+    warnings = list(tx.session.scalars(select(Notice).where(
+        Notice.kind == "credit_warning", Notice.account_id == acc.id, Notice.id > rearmed).order_by(Notice.id)))
+    return warnings, (warnings[0].occasion_date if warnings else None)
+
+
+def _credit_suspension_key(tx: "Tx", acc: Account) -> str:
+    taken = tx.session.scalar(select(func.count()).select_from(Suspension).where(
+        Suspension.account_id == acc.id, Suspension.reason == SuspensionReason.credit_limit)) or 0
+    return f"credit_limit:account:{acc.id}:{taken + 1}"
+
+
+def credit_limits(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
+    state: CreditState = credit_state(tx, acc)
+    cur, day = acc.currency, today(tx)
+    where = f"position {fmt(state.position, cur)} against a limit of {fmt(state.limit, cur)}"
+    if state.reached:
+        if any(s.reason == SuspensionReason.credit_limit for s in sus_ops.open_suspensions(tx, acc.id)):
+            return []
+        dedupe = _credit_suspension_key(tx, acc)
+        key = ("suspension", f"credit_limit:account:{acc.id}")
+        if key in assumed:
+            return []
+        what = f"{acc.name}: suspend the account, credit limit reached ({where})"
+        if (held := active_hold(tx, acc.id)) is not None:
+            return [Action("credit_limits", acc, key, f"{what} - held, not suspending"
+                           + (f" ({held.reason})" if held.reason else ""), None)]
+
+        def suspend(tx: "Tx") -> str | None:
+            if not credit_state(tx, acc).reached:
+                return None
+            sus = sus_ops.suspend(tx, acc, reason=SuspensionReason.credit_limit, dedupe_key=dedupe)
+            return None if sus is None else ""
+        return [Action("credit_limits", acc, key, f"{what}, {_to(acc, dunning=False)}", suspend)]
+    warnings, began = _episode(tx, acc)
+    windows = tx.settings.credit_warning_offsets
+    level = min((w for w in windows if state.days_left is not None and state.days_left <= w), default=None)
+    if level is None:
+        if not warnings or ("credit_rearm", acc.id) in assumed:
+            return []
+
+        def rearm(tx: "Tx") -> str | None:
+            row = claim_notice(tx, kind="credit_rearm", subject_type="account", subject_id=acc.id, occasion="ok",
+                               occasion_date=day, account_id=acc.id, outcome="recorded")
+            return None if row is None else ""
+        return [Action("credit_limits", acc, ("credit_rearm", acc.id),
+                       f"{acc.name}: back away from the credit limit ({where}); warnings re-armed", rearm)]
+    episode_day = began or day
+    sent_levels = {int(n.occasion.rstrip("d")) for n in warnings}
+    key = ("credit_warning", "account", acc.id, f"{level}d", episode_day)
+    if key in assumed or any(lv <= level for lv in sent_levels) or \
+            any(k[:3] == key[:3] and int(k[3].rstrip("d")) <= level for k in assumed if k[0] == "credit_warning"):
+        return []
+    days_text = f"{state.days_left:.1f}" if state.days_left is not None else "?"
+    text = (f"{acc.name}: credit warning, limit reached in about {days_text} days at "
+            f"{fmt(round(state.daily), cur)} a day ({where}), {_to(acc, dunning=False)}")
+
+    def warn(tx: "Tx") -> str | None:
+        notice = claim_notice(tx, kind="credit_warning", subject_type="account", subject_id=acc.id,
+                              occasion=f"{level}d", occasion_date=episode_day, account_id=acc.id,
+                              outcome=why_no_email(acc, dunning=False) or "sent")
+        if notice is None:
+            return None
+        send(tx, acc, "credit_warning", {
+            "days": level, "days_left": days_text, "position": fmt(state.position, cur),
+            "limit": fmt(state.limit, cur), "headroom": fmt(state.headroom, cur),
+            "daily": fmt(round(state.daily), cur)}, f"notice:{notice.id}")
+        return ""
+    return [Action("credit_limits", acc, key, text, warn)]
+
+
+RULES: dict[str, Callable[["Tx", Account, set[Key]], list[Action]]] = {
+    "invoice_notices": invoice_notices,
+    "overdue_suspensions": overdue_suspensions,
+    "removals": removals,
+    "credit_limits": credit_limits,
+}

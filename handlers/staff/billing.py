@@ -1,0 +1,155 @@
+"""Staff billing commands: `invoice list|show|paid|remind|void`, `payment record`, `charge add`, `credit-limit`."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from handlers.billing import invoices as inv_ops
+from handlers.billing import ledger, payments
+from handlers.billing.common import OPEN_STATUSES, money
+from handlers.models import Account, Invoice, InvoiceStatus
+from handlers.money import fmt, to_minor
+from handlers.staff.accounts import resolve_account
+from handlers.staff.commands import Reply, columns, iso, local_time, register, today
+
+if TYPE_CHECKING:
+    from handlers.services import Tx
+
+LIST_LIMIT = 200
+
+
+def _invoice_json(inv: Invoice, account: Account, day: Any) -> dict[str, Any]:
+    return {"number": inv.number, "account": {"id": account.id, "ref": account.ref, "name": account.name},
+            "status": inv.status.value, "issued_on": iso(inv.issued_on), "due_on": iso(inv.due_on),
+            "total": money(inv.total_minor, inv.currency), "paid": money(inv.paid_minor, inv.currency),
+            "due": money(inv.due_minor, inv.currency),
+            "overdue": inv.status in OPEN_STATUSES and inv.due_on < day, "void_reason": inv.void_reason}
+
+
+@register("invoice list")
+def invoice_list(tx: "Tx", args: dict[str, Any]) -> Reply:
+    """Due invoices (default), overdue, paid or all, for everyone or one account."""
+    day = today(tx)
+    q = select(Invoice, Account).join(Account, Account.id == Invoice.account_id)
+    which = next((w for w in ("overdue", "paid", "all") if args.get(w)), "due")
+    if which in ("due", "overdue"):
+        q = q.where(Invoice.status.in_(OPEN_STATUSES))
+    if which == "overdue":
+        q = q.where(Invoice.due_on < day)
+    elif which == "paid":
+        q = q.where(Invoice.status == InvoiceStatus.paid)
+    if args.get("account"):
+        q = q.where(Invoice.account_id == resolve_account(tx.session, args["account"]).id)
+    rows = list(tx.session.execute(q.order_by(Invoice.due_on, Invoice.id).limit(LIST_LIMIT + 1)).all())
+    shown = rows[:LIST_LIMIT]
+    data = [_invoice_json(inv, acc, day) for inv, acc in shown]
+    text = [f"{which} invoices ({len(shown)}{'+' if len(rows) > LIST_LIMIT else ''})" if shown else
+            f"no {which} invoices"]
+    text += columns([(inv.number, acc.name[:30], inv.status.value, f"due {inv.due_on}",
+                      f"{fmt(inv.due_minor, inv.currency)} of {fmt(inv.total_minor, inv.currency)}",
+                      "OVERDUE" if d["overdue"] else "") for (inv, acc), d in zip(shown, data)])
+    return Reply(title=f"{which} invoices", text="\n".join(text),
+                 data={"filter": which, "invoices": data, "truncated": len(rows) > LIST_LIMIT})
+
+
+@register("invoice show")
+def invoice_show(tx: "Tx", args: dict[str, Any]) -> Reply:
+    """One invoice with its lines, tax and the payments that went to it."""
+    inv = inv_ops.find(tx, args["n"])
+    acc, cur = tx.session.get(Account, inv.account_id), inv.currency
+    paid = inv_ops.payments_of(tx, inv)
+    data = _invoice_json(inv, acc, today(tx)) | {
+        "lines": [{"text": ln.text, "amount": money(ln.amount_minor, cur), "tax": money(ln.tax_minor, cur)}
+                  for ln in inv.lines],
+        "payments": [{"id": p.id, "ref": p.ref, "method": p.method, "received_at": iso(p.received_at),
+                      "amount": money(part, cur)} for p, part in paid]}
+    text = [f"invoice {inv.number} - {inv.status.value}" + (f" ({inv.void_reason})" if inv.void_reason else ""),
+            f"{acc.name} (#{acc.id}) · issued {inv.issued_on} · pay by {inv.due_on}"]
+    text += columns([(ln.text, fmt(ln.amount_minor, cur), f"tax {fmt(ln.tax_minor, cur)}") for ln in inv.lines])
+    text.append(f"total {fmt(inv.total_minor, cur)} · paid {fmt(inv.paid_minor, cur)} · "
+                f"left {fmt(inv.due_minor, cur)}")
+    if paid:
+        text.append("payments:")
+        text += columns([(local_time(tx, p.received_at), fmt(part, cur), p.method, p.ref or "") for p, part in paid])
+    return Reply(title=f"invoice {inv.number}", text="\n".join(text), data=data)
+
+
+@register("invoice paid")
+def invoice_paid(tx: "Tx", args: dict[str, Any]) -> Reply:
+    """A payment for one invoice: the amount left unless AMOUNT says less (the rest stays due)."""
+    inv = inv_ops.find(tx, args["n"])
+    if inv.status not in OPEN_STATUSES:
+        from handlers.errors import Conflict
+        raise Conflict(f"invoice {inv.number} is {inv.status.value}; nothing is left to pay")
+    amount = inv.due_minor if args.get("amount") is None else to_minor(args["amount"], inv.currency, path="AMOUNT")
+    summary = payments.record(tx, inv.account_id, amount, invoices=[inv.number], ref=args.get("ref"),
+                              apply_credit=False)
+    return Reply(title=f"invoice {inv.number} paid", text=payments.summary_text(summary)
+                 + (" (recorded earlier with this ref; nothing changed)" if summary["replayed"] else ""), data=summary)
+
+
+@register("invoice remind")
+def invoice_remind(tx: "Tx", args: dict[str, Any]) -> Reply:
+    """The reminder (before the pay-by date) or overdue notice (after), now."""
+    inv, kind = inv_ops.remind(tx, args["n"])
+    label = "reminder" if kind == "invoice_reminder" else "overdue notice"
+    acc = tx.session.get(Account, inv.account_id)
+    from handlers.billing.common import billing_recipients
+    to = [r.email for r in billing_recipients(acc)]
+    return Reply(title=f"invoice {inv.number}", text=f"{label} for {inv.number} queued to {', '.join(to)}",
+                 data={"number": inv.number, "kind": kind, "to": to})
+
+
+@register("invoice void")
+def invoice_void(tx: "Tx", args: dict[str, Any]) -> Reply:
+    """Void an invoice; it keeps its number and history, and what was paid on it becomes credit."""
+    inv = inv_ops.void(tx, args["n"], args.get("reason") or "")
+    credit = f"; {fmt(inv.paid_minor, inv.currency)} paid on it is now credit" if inv.paid_minor else ""
+    return Reply(title=f"invoice {inv.number} void", text=f"invoice {inv.number} is void{credit}",
+                 data=_invoice_json(inv, tx.session.get(Account, inv.account_id), today(tx)))
+
+
+@register("payment record")
+def payment_record(tx: "Tx", args: dict[str, Any]) -> Reply:
+    """One payment over several invoices (listed, else oldest first), credit applied first."""
+    acc = resolve_account(tx.session, args["account"])
+    amount = to_minor(args["amount"], acc.currency, path="AMOUNT")
+    summary = payments.record(tx, acc.id, amount, invoices=args.get("invoices"), ref=args.get("ref"))
+    text = payments.summary_text(summary)
+    if summary["replayed"]:
+        text += "\n(recorded earlier with this ref; nothing changed)"
+    if summary.get("lifted"):
+        text += "\nsuspension lifted: " + ", ".join(s["reason"] for s in summary["lifted"])
+    return Reply(title=f"payment for {acc.name}", text=text, data=summary)
+
+
+@register("charge add")
+def charge_add(tx: "Tx", args: dict[str, Any]) -> Reply:
+    """A manual charge on the ledger (design work, a one-off fee)."""
+    acc = resolve_account(tx.session, args["account"])
+    entry = ledger.add_charge(tx, acc.id, to_minor(args["amount"], acc.currency, path="AMOUNT"), args["text"])
+    state = ledger.credit_state(tx, acc)
+    text = f"charged {acc.name} {fmt(-entry.amount_minor, acc.currency)}: {entry.text}\n" \
+           + ledger.describe(state, acc.currency)
+    if state.reached:
+        text += "\nthe credit limit is reached: the next sweep suspends the account unless it is held or paid"
+    return Reply(title=f"charge for {acc.name}", text=text, data={
+        "id": entry.id, "account": {"id": acc.id, "name": acc.name}, "amount": money(-entry.amount_minor, acc.currency),
+        "text": entry.text, "balance": money(ledger.balance(tx, acc.id), acc.currency),
+        "position": money(state.position, acc.currency), "limit_reached": state.reached})
+
+
+@register("credit-limit")
+def credit_limit(tx: "Tx", args: dict[str, Any]) -> Reply:
+    """Set how much the account may owe outside invoices (negative: how much it must keep)."""
+    acc = resolve_account(tx.session, args["account"])
+    limit = to_minor(args["amount"], acc.currency, path="AMOUNT", allow_negative=True)
+    previous, _ = ledger.set_credit_limit(tx, acc.id, limit)
+    state = ledger.credit_state(tx, acc)
+    return Reply(title=f"credit limit of {acc.name}",
+                 text=f"credit limit of {acc.name}: {fmt(limit, acc.currency)} (was {fmt(previous, acc.currency)})\n"
+                      + ledger.describe(state, acc.currency),
+                 data={"account": {"id": acc.id, "name": acc.name}, "limit": money(limit, acc.currency),
+                       "previous": money(previous, acc.currency), "position": money(state.position, acc.currency),
+                       "headroom": money(state.headroom, acc.currency), "limit_reached": state.reached})
