@@ -113,10 +113,6 @@ def _amount(raw: str) -> Decimal:
     return value
 
 
-def _staff_or_me(raw: str) -> str:
-    return "me" if raw.strip().lower() == "me" else slack_user_id(raw)
-
-
 def _invoice_list(raw: str) -> list[str]:
     return [_invoice_number(part) for part in raw.split(",") if part.strip()] or [_invoice_number("")]
 
@@ -129,7 +125,8 @@ def _text(raw: str) -> str:
 
 TYPES: dict[str, Callable[[str], Any]] = {
     "T": _ticket_id, "ID": _positive_int, "N": _invoice_number, "AMOUNT": _amount, "DATE": _date,
-    "DAYS": _positive_int, "ROLE": _role, "SLACK_USER_ID": slack_user_id, "@staff": _staff_or_me,
+    "DAYS": _positive_int, "ROLE": _role, "SLACK_USER_ID": slack_user_id,
+    "@staff": lambda raw: "me" if raw.strip().lower() == "me" else slack_user_id(raw),
     "N,N,...": _invoice_list,
 }
 
@@ -199,8 +196,7 @@ COMMANDS: tuple[Command, ...] = (
             SUPPORT, writes=True),
     declare("tickets", "ticket note T TEXT", "internal, never emailed", SUPPORT, writes=True),
     declare("tickets", "ticket assign T [@staff|me]", "assign to a staff member (default: you)", SUPPORT, writes=True),
-    declare("tickets", "ticket hold T", "put a ticket on hold; the client's next reply brings it back", SUPPORT,
-            writes=True),
+    declare("tickets", "ticket hold T", "park a ticket; the client's next reply brings it back", SUPPORT, writes=True),
     declare("tickets", "ticket close T", "close a ticket", SUPPORT, writes=True),
     declare("tickets", "ticket archive T", "archive a ticket", SUPPORT, writes=True),
     declare("tickets", "ticket unarchive T", "bring an archived ticket back", SUPPORT, writes=True),
@@ -229,8 +225,7 @@ COMMANDS: tuple[Command, ...] = (
     declare("renewals", "digest", "the daily digest, now", BILLING, writes=True),
     declare("inbox", "inbox [--quarantined]", "inbound mail waiting or quarantined", EVERYONE),
     declare("inbox", "inbox retry ID", "process a stored message again", SUPPORT, writes=True),
-    declare("inbox", "inbox attach ID ACCOUNT", "make a held message's sender a contact of ACCOUNT and process it",
-            SUPPORT, writes=True),
+    declare("inbox", "inbox attach ID ACCOUNT", "the held sender becomes a contact of ACCOUNT", SUPPORT, writes=True),
     declare("team", "team list", "staff and their roles", EVERYONE),
     declare("team", "team add SLACK_USER_ID ROLE", "add a staff member or change their role", ADMIN, writes=True),
     declare("team", "team remove SLACK_USER_ID", "remove a staff member", ADMIN, writes=True),
