@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from typing import Iterator
 
 from sqlalchemy import create_engine, event
@@ -43,6 +44,8 @@ def _configure_sqlite(engine: Engine, busy_ms: int) -> None:
         for pragma in SQLITE_PRAGMAS:
             cur.execute(pragma)
         cur.execute(f"PRAGMA busy_timeout={busy_ms}")  # wait for the writer instead of failing at once
+        if getattr(engine, "checkpoints_in_background", False):
+            cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -116,6 +119,30 @@ class Database:
             if is_transient(exc):
                 raise TemporaryFailure(f"database unavailable: {_short(exc)}") from exc
             raise
+
+    def checkpoint_in_background(self, stop: threading.Event, interval: float = 0.5) -> threading.Thread | None:
+        """SQLite: move WAL checkpoints off the commit path of this process's writers.
+
+        By default the commit that pushes the WAL past 1000 pages also copies it into the
+        database and syncs it, and the SMTP session waiting on that commit pays for it. Here our
+        connections never checkpoint; a thread does it every ``interval`` seconds (PASSIVE: it
+        never waits for, or blocks, a writer). Other processes' connections keep their default.
+        """
+        if not self.settings.is_sqlite:
+            return None
+        self.engine.checkpoints_in_background = True  # read by the connect hook
+        self.engine.dispose()  # connections opened from now on get wal_autocheckpoint=0
+
+        def run() -> None:
+            while not stop.wait(interval):
+                try:
+                    with self.engine.connect() as conn:
+                        conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                except Exception as exc:  # noqa: BLE001  (the next round tries again)
+                    log.warning("WAL checkpoint failed: %s", exc)
+        thread = threading.Thread(target=run, name="wal-checkpoint", daemon=True)
+        thread.start()
+        return thread
 
     def ping(self) -> None:
         with self.transaction(readonly=True) as s:

@@ -159,6 +159,8 @@ class DoorController(Controller):
             tls.load_cert_chain(settings.smtp_tls_cert, settings.smtp_tls_key)
         # each connection has at most one message in flight: no point waiting for more than that
         self.committer = GroupCommitter(services, linger=0.001, senders=self.peers.total)
+        self._checkpoints_stop = threading.Event()
+        services.db.checkpoint_in_background(self._checkpoints_stop)
         super().__init__(
             InboxHandler(services, self.committer, lmtp=lmtp), hostname=host or settings.smtp_host,
             port=settings.smtp_port if port is None else port, ready_timeout=10,
@@ -186,4 +188,5 @@ class DoorController(Controller):
 
     def stop(self, *args: Any, **kwargs: Any) -> None:
         self.committer.close()  # first: what it holds is stored and answered while the loop still runs
+        self._checkpoints_stop.set()
         super().stop(*args, **kwargs)
