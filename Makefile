@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install bench clean
+.PHONY: run test install bench peer fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
+
+## The django-helpdesk virtualenv (.peer/venv) that bench.ingest compares against.
+peer:
+	bench/setup_peer.sh
+
+## The property tests of the mail pipeline with 10,000 examples each (a few minutes).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider tests/mail_ingest/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
