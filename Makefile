@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install bench settings-table clean
+.PHONY: run test install bench peer fuzz settings-table clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ bench: $(STAMP)
 ## Rewrite the README's settings table from handlers/settings.py.
 settings-table: $(STAMP)
 	$(BIN)/python -m renewdesk.docs_settings
+
+## The django-helpdesk virtualenv (.peer/venv) that bench.ingest compares against.
+peer:
+	bench/setup_peer.sh
+
+## The property tests of the mail pipeline with 10,000 examples each (a few minutes).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider tests/mail_ingest/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -11,7 +11,7 @@ HERE = Path(__file__).resolve().parent
 def main() -> int:
     failed = 0
     for script in sorted(HERE.glob("*.py")):
-        if script.name in ("__init__.py", "run_all.py"):
+        if script.name.startswith("_") or script.name == "run_all.py":  # helpers, not benchmarks
             continue
         print(f"== {script.stem}", flush=True)
         failed += subprocess.run([sys.executable, "-m", f"bench.{script.stem}"], cwd=HERE.parent).returncode != 0

@@ -31,7 +31,8 @@ MAX_TOTAL_ATTACHMENTS = 25 * 1024 * 1024
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _OBS_COLON = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
-_MSG_ID = re.compile(r"<[^<>\s]+>")
+# an id is at most a header line (998 characters, RFC 5322 2.1.1): the ticket's Message-ID column
+_MSG_ID = re.compile(r"<[^<>\s]{1,996}>")
 _ADDRESS = re.compile(r"[^\s<>\"'(),;:\[\]]+@[^\s<>\"'(),;:\[\]]+")
 _MAILBOX = re.compile(r"[^@\s<>\",;]+@[^@\s<>\",;]+")
 _ADDR_SPEC = r"[^<>\s@,;:\"()\[\]\\]+@[^<>\s@,;:\"()\[\]\\]+"
@@ -301,7 +302,7 @@ def _first_id(value: str | None) -> str | None:
     if match:
         return match.group(0)
     value = value.strip()
-    return value[:500] if value and " " not in value else None
+    return value[:500] if value and " " not in value and len(value) <= 998 else None
 
 
 def _ids(value: str) -> list[str]:

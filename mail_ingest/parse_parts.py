@@ -19,6 +19,9 @@ MAX_FORWARD_DEPTH = 5     # message/rfc822 inside message/rfc822 ...
 
 _HTML_META = re.compile(rb"<meta[^>]{0,300}?charset\s*=\s*[\"']?\s*([A-Za-z0-9_:.\-]+)", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# type/subtype, each an RFC 2045 token of at most 127 characters (RFC 6838 4.2)
+_MIME_TYPE = re.compile(r"[!#$%&'*+\-.^_`{|}~0-9a-z]{1,127}/[!#$%&'*+\-.^_`{|}~0-9a-z]{1,127}")
+_COMMENT = re.compile(r"\([^()]*\)")
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,10 @@ class Fields:
         if raw_type is None:
             self.ctype = part.get_default_type()  # text/plain, or message/rfc822 in a digest
         else:
-            ctype = raw_type.split(";", 1)[0].strip().lower()
-            self.ctype = ctype if ctype.count("/") == 1 else "text/plain"  # as the stdlib does (RFC 2045 5.2)
+            ctype = _COMMENT.sub("", raw_type.split(";", 1)[0]).strip().lower().replace(" /", "/").replace("/ ", "/")
+            # not type/subtype (control characters, spaces, 8-bit, no "/"): text/plain, as RFC 2045 5.2
+            # says; a NUL or an overlong type would not even fit the database's column
+            self.ctype = ctype if _MIME_TYPE.fullmatch(ctype) else "text/plain"
         raw_disposition = first.get("content-disposition", "")
         self.disposition = raw_disposition.split(";", 1)[0].strip().lower() or None
         self.cte = first.get("content-transfer-encoding", "").strip().strip("\"'").lower().split(";", 1)[0].strip()
