@@ -7,6 +7,7 @@ run them in order.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import logging
 import traceback
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ class Sweep:
 
 
 SWEEPS: list[Sweep] = []
+# modules whose import registers their sweep, in the order the sweeps run
+SWEEP_MODULES: tuple[str, ...] = ("handlers.renewals.reminders",)
 
 
 def register_sweep(sweep: Sweep) -> Sweep:
@@ -40,6 +43,8 @@ def register_sweep(sweep: Sweep) -> Sweep:
 
 def run_sweeps(services: Any, at: dt.datetime, *, dry_run: bool = False) -> list[str]:
     """Run every registered sweep as of ``at``; lines say what happened."""
+    for module in SWEEP_MODULES:
+        importlib.import_module(module)
     lines: list[str] = []
     if not SWEEPS:
         return ["no sweeps are registered in this version"]
