@@ -66,6 +66,11 @@ class Occasion:
         return lo, hi
 
 
+def in_cycle(decided_at: dt.datetime, expires_on: dt.date, tz: dt.tzinfo) -> bool:
+    """True when a decision was made for this expiry, not the one before (a renewal adds >= 1 year)."""
+    return decided_at.astimezone(tz).date() > add_months(expires_on, -12)
+
+
 def occasions(settings: Any) -> tuple[Occasion, ...]:
     """Every configured occasion, the earliest (furthest from expiry) first."""
     found = [Occasion(months=m) for m in settings.reminder_months if m > 0]

@@ -28,7 +28,7 @@ from handlers.models import (Account, DecisionAction, Invoicing, JobRun, Notice,
                              ServiceStatus)
 from handlers.outbox import queue_email
 from handlers.renewals import tokens
-from handlers.renewals.occasions import Occasion, add_months, due, occasions, phrase
+from handlers.renewals.occasions import Occasion, due, in_cycle, occasions, phrase
 from handlers.renewals.people import renewal_recipients
 
 JOB = "renewal_reminders"
@@ -51,11 +51,6 @@ class Due:
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
-
-
-def in_cycle(decided_at: dt.datetime, expires_on: dt.date, tz: dt.tzinfo) -> bool:
-    """True when a decision was made for this expiry, not the one before (renewals run >= 1 year)."""
-    return local_date(decided_at, tz) > add_months(expires_on, -12)
 
 
 # -- the plan: what is due from ``first`` to ``today`` -----------------------------------------

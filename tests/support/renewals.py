@@ -55,7 +55,7 @@ def parsed(row):
 
 
 def text_of(row):
-    return parsed(row).get_body(("plain",)).get_content()
+    return parsed(row).get_body(("plain",)).get_content().replace("\r\n", "\n")
 
 
 def notices(services):
@@ -67,3 +67,19 @@ def notices(services):
 def count(services, model):
     with services.db.transaction(readonly=True) as s:
         return s.scalar(select(func.count()).select_from(model))
+
+
+def reminder_token(services, day, **kw):
+    """Run the reminder sweep on ``day`` and return the reply token of the last reminder queued."""
+    from handlers.renewals import reminders
+    at = dt.datetime.combine(day, dt.time(8), tzinfo=dt.timezone.utc)
+    services.clock.set(at)
+    reminders.sweep(services, at)
+    mail = outbound(services, "renewal_reminder")[-1]
+    return parsed(mail)["Reply-To"].addresses[0].addr_spec.split("@")[0].removeprefix("renew+")
+
+
+def store_inbound(services, raw, recipient):
+    """Store ``raw`` through the inbox's own store; returns the row id (decisions point at it)."""
+    from handlers.inbox import Incoming, store_many
+    return services.run(lambda tx: store_many(tx, [Incoming(raw, "smtp", "x@y.test", (recipient,))]))[0][0].id
