@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from handlers.errors import InvalidInput, NotAllowed, RenewdeskError
 from handlers.models import StaffMember
 from handlers.staff import accounts as _accounts, team as _team  # noqa: F401  (importing registers them)
+from handlers.staff import renewals as _renewals  # noqa: F401  (importing registers them)
 from handlers.staff.commands import Reply, handler_for, is_available, register
 from handlers.staff.grammar import BY_NAME, COMMANDS, Command, Parsed, parse, slack_user_id
 
