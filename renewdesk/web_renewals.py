@@ -1,5 +1,6 @@
-"""HTTP for the renewal pages: ``/renew/<token>`` (GET shows, POST applies). Only adapts HTTP:
-the operations are in :mod:`handlers.renewals.pages`."""
+"""HTTP for the renewal pages: ``/renew/<token>`` (GET shows, POST applies) and ``/renew/confirm``
+(an activation code, then confirm or decline). Only adapts HTTP: the operations are in
+:mod:`handlers.renewals.pages` and :mod:`handlers.renewals.confirm`."""
 from __future__ import annotations
 
 import functools
@@ -14,11 +15,12 @@ from starlette.routing import Route
 from handlers.errors import TemporaryFailure
 from handlers.outbox import our_address
 from handlers.render import render_web
-from handlers.renewals import pages
+from handlers.renewals import confirm, pages
 
 COOKIE = "rd_form"
 MAX_FORM_BYTES = 64 * 1024
-STATUS = {"ok": 200, "applied": 200, "invalid": 400, "unknown": 404, "expired": 410}
+STATUS = {"ok": 200, "ask": 200, "applied": 200, "invalid": 400, "malformed": 400, "unknown": 404, "expired": 410,
+          "used": 410, "locked": 423}
 HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",            # the token is in the URL: never hand it to another site
@@ -84,4 +86,29 @@ def routes(services: Any) -> list[Route]:
         return page(services, "renew", {"page": result, "csrf": pages.form_token(services, nonce),
                                         "action": request.url.path}, STATUS[result.status], nonce)
 
-    return [Route("/renew/{token}", renew, methods=["GET", "POST"])]
+    async def confirm_code(request: Request) -> Response:
+        nonce = request.cookies.get(COOKIE) or pages.new_nonce()
+        result = confirm.ConfirmResult("ask")
+        try:
+            if request.method == "POST":
+                form = await read_form(request)
+                if form is None:
+                    return refusal("Not a renewal form", "The request was not a form we sent.", 400)
+                if not pages.form_token_ok(services, request.cookies.get(COOKIE), form.get("csrf")):
+                    return refusal("Please reload the page",
+                                   "This form could not be checked (it is old, or was sent from another site). "
+                                   "Nothing was changed: reload the page and enter the code again.", 403)
+                code = form.get("code", "")
+                if form.get("step") == "decide":
+                    result = await run(confirm.decide, code, form, actor="web:renewal-confirm")
+                else:
+                    result = await run(confirm.check, code, actor="web:renewal-confirm")
+        except TemporaryFailure:
+            return refusal("Please try again in a moment", "We cannot reach our records right now. Nothing was "
+                           "changed.", 503)
+        return page(services, "renew_confirm", {"result": result, "csrf": pages.form_token(services, nonce)},
+                    STATUS.get(result.status, 400), nonce)
+
+    # /renew/confirm first: it would otherwise be taken for a token
+    return [Route("/renew/confirm", confirm_code, methods=["GET", "POST"]),
+            Route("/renew/{token}", renew, methods=["GET", "POST"])]
