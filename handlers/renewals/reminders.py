@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
@@ -102,7 +102,7 @@ def _without_decided(tx: Any, planned: list[Due]) -> list[Due]:
 
 # -- sending --------------------------------------------------------------------------------
 
-def _claim(tx: Any, account_id: int, items: list[Due]) -> dict[int, int]:
+def _claim(tx: Any, account_id: int, items: list[Due], outcome: str, detail: str) -> dict[int, int]:
     """Insert the notices; returns {service_id: notice_id} for those this run inserted (the others: someone else)."""
     dialect = tx.session.get_bind().dialect.name
     insert = (postgresql if dialect == "postgresql" else sqlite).insert
@@ -111,7 +111,8 @@ def _claim(tx: Any, account_id: int, items: list[Due]) -> dict[int, int]:
         index_elements=["kind", "subject_type", "subject_id", "occasion", "occasion_date"]).returning(
         table.c.subject_id, table.c.id)
     rows = [{"kind": KIND, "subject_type": "service", "subject_id": d.service_id, "occasion": d.occasion.label,
-             "occasion_date": d.expires_on, "account_id": account_id, "created_at": tx.now, "outcome": "sent"}
+             "occasion_date": d.expires_on, "account_id": account_id, "created_at": tx.now, "outcome": outcome,
+             "detail": detail[:2000]}
             for d in items]
     return {sid: nid for sid, nid in tx.session.execute(stmt, rows)} if rows else {}
 
@@ -129,37 +130,38 @@ def buckets(items: Iterable[tuple[Service, Occasion]], today: dt.date) -> list[d
 
 
 def _remind_account(tx: Any, account: Account, items: list[tuple[Service, Due]], today: dt.date) -> str | None:
-    claimed = _claim(tx, account.id, [d for _, d in items])
+    # the outcome is known before the claim, so each notice is written once, complete
+    recipients = [] if account.invoicing == Invoicing.paper else renewal_recipients(account)
+    if account.invoicing == Invoicing.paper:
+        outcome, detail = "skipped_paper", "paper invoicing: staff handle it by hand"
+    elif not recipients:
+        outcome, detail = "no_recipient", "no contact, owner or sales contact to write to"
+    else:
+        outcome, detail = "sent", "to " + ", ".join(r.email for r in recipients)
+    claimed = _claim(tx, account.id, [d for _, d in items], outcome, detail)
     mine = [(svc, d) for svc, d in items if svc.id in claimed]
     if not mine:
         return None
-    notice_ids = sorted(claimed.values())
     names = ", ".join(svc.name for svc, _ in mine)
-    if account.invoicing == Invoicing.paper:
-        _outcome(tx, notice_ids, "skipped_paper", "paper invoicing: staff handle it by hand")
+    if outcome == "skipped_paper":
         return f"{account.name}: paper invoicing, for staff to handle by hand: {names}"
-    recipients = renewal_recipients(account)
-    if not recipients:
-        _outcome(tx, notice_ids, "no_recipient", "no contact, owner or sales contact to write to")
+    if outcome == "no_recipient":
         return f"{account.name}: nobody to write to about {names}"
     last = max(svc.expires_on for svc, _ in mine)
+    first_notice = min(claimed.values())
     request, token = tokens.issue(
-        tx, account.id, [svc.id for svc, _ in mine], kind=tokens.REPLY, notice_id=notice_ids[0],
+        tx, account.id, [svc.id for svc, _ in mine], kind=tokens.REPLY, notice_id=first_notice,
         expires_at=tokens.end_of_day(last + dt.timedelta(days=tx.settings.renewal_grace_days), tx.settings.tz))
     groups = buckets([(svc, d.occasion) for svc, d in mine], today)
     for r in recipients:
+        # no dedupe_key: the notices claimed above, in this same transaction, already make the mail
+        # exactly-once, and a key would cost a lookup and a savepoint per recipient
         queue_email(tx, KIND, {"recipient_name": r.name, "account_name": account.name, "buckets": groups,
                                "count": len(mine), "example": mine[0][0].name,
                                "page_url": tokens.page_url(tx.settings, token),
                                "grace_days": tx.settings.renewal_grace_days},
-                    to=[r], account_id=account.id, reply_to=tokens.reply_address(tx.settings, token),
-                    dedupe_key=f"{KIND}:{notice_ids[0]}:{r.email.lower()}")
-    _outcome(tx, notice_ids, "sent", "to " + ", ".join(r.email for r in recipients))
+                    to=[r], account_id=account.id, reply_to=tokens.reply_address(tx.settings, token))
     return f"{account.name}: reminded {len(recipients)} recipient(s) of {names}"
-
-
-def _outcome(tx: Any, notice_ids: list[int], outcome: str, detail: str) -> None:
-    tx.session.execute(update(Notice).where(Notice.id.in_(notice_ids)).values(outcome=outcome, detail=detail[:2000]))
 
 
 def remind(tx: Any, batch: dict[int, list[Due]], today: dt.date) -> list[str]:

@@ -46,3 +46,4 @@ def test_renewal_link_is_audited_scoped_and_refused_to_readonly(services, data):
         assert len(req.service_ids) == 2  # a.test and late.test: what the page shows now
         audit = s.scalars(select(AuditEvent).where(AuditEvent.action == "renewal.link")).one()
         assert audit.actor == "staff:U0SUP" and token not in str(audit.detail)
+        assert (audit.subject_type, audit.subject_id) == ("renewal_request", str(req.id))
