@@ -130,6 +130,23 @@ class Settings:
         "RENEWDESK_CREDIT_SPENDING_DAYS", 30, "days of past spending whose daily average forecasts the balance")
     staff_email: str | None = _setting(
         "RENEWDESK_STAFF_EMAIL", None, "where the daily staff digest is emailed (comma-separated; unset: no email)")
+    renewal_reminder_months: str = _setting(
+        "RENEWDESK_RENEWAL_REMINDER_MONTHS", "3,2,1", "renewal reminders this many calendar months before expiry "
+        "(comma-separated)")
+    renewal_reminder_days: str = _setting(
+        "RENEWDESK_RENEWAL_REMINDER_DAYS", "15,5,4,3,2,1,0", "renewal reminders this many days before expiry "
+        "(comma-separated; 0 is the deletion reminder on the day itself)")
+    renewal_after_expiry_day: int = _setting(
+        "RENEWDESK_RENEWAL_AFTER_EXPIRY_DAY", 1, "the post-expiry notice goes this many days after an expiry "
+        "nobody renewed (1 to 5)")
+    renewal_grace_days: int = _setting(
+        "RENEWDESK_RENEWAL_GRACE_DAYS", 30, "days after expiry a service can still be renewed: it stays on the "
+        "renewal page and its reply address keeps working")
+    renewal_link_days: int = _setting(
+        "RENEWDESK_RENEWAL_LINK_DAYS", 14, "days a staff renewal link or an activation code stays valid")
+    sales_email: str | None = _setting(
+        "RENEWDESK_SALES_EMAIL", None, "who completes renewal decisions for accounts without a sales contact "
+        "(unset: the staff channel)")
     log_level: str = _setting("RENEWDESK_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR")
     config_file: str | None = _setting(
         "RENEWDESK_CONFIG", None, "optional TOML file with any of these settings (environment wins)")
@@ -137,6 +154,16 @@ class Settings:
     @property
     def tz(self) -> zoneinfo.ZoneInfo:
         return zoneinfo.ZoneInfo(self.timezone)
+
+    @property
+    def reminder_months(self) -> tuple[int, ...]:
+        """Renewal reminder offsets in calendar months before expiry, largest first."""
+        return _offsets("RENEWDESK_RENEWAL_REMINDER_MONTHS", self.renewal_reminder_months)
+
+    @property
+    def reminder_days(self) -> tuple[int, ...]:
+        """Renewal reminder offsets in days before expiry, largest first (0: the day itself)."""
+        return _offsets("RENEWDESK_RENEWAL_REMINDER_DAYS", self.renewal_reminder_days)
 
     @property
     def is_sqlite(self) -> bool:
@@ -284,5 +311,27 @@ def validate(settings: Settings) -> None:
         if int(number) < (1 if env == "RENEWDESK_CREDIT_SPENDING_DAYS" else 0):
             raise SettingsError(f"{env}: must not be {'below 1' if env.endswith('SPENDING_DAYS') else 'negative'}, "
                                 f"not {number}")
+    for env, text in (("RENEWDESK_RENEWAL_REMINDER_MONTHS", settings.renewal_reminder_months),
+                      ("RENEWDESK_RENEWAL_REMINDER_DAYS", settings.renewal_reminder_days)):
+        _offsets(env, text)
+    if not 1 <= settings.renewal_after_expiry_day <= 5:
+        raise SettingsError("RENEWDESK_RENEWAL_AFTER_EXPIRY_DAY: must be 1 to 5 (the post-expiry notice goes "
+                            f"within 5 days), not {settings.renewal_after_expiry_day}")
+    for env, days in (("RENEWDESK_RENEWAL_GRACE_DAYS", settings.renewal_grace_days),
+                      ("RENEWDESK_RENEWAL_LINK_DAYS", settings.renewal_link_days)):
+        if not 1 <= days <= 366:
+            raise SettingsError(f"{env}: must be 1 to 366 days, not {days}")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError(f"RENEWDESK_LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR, not {settings.log_level!r}")
+
+
+def _offsets(env: str, text: str) -> tuple[int, ...]:
+    """A comma-separated list of whole numbers 0 to 400, largest first (empty: none)."""
+    values: list[int] = []
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        if not part.strip().isdigit() or int(part) > 400:
+            raise SettingsError(f"{env}: not a comma-separated list of whole numbers (0 to 400): {text!r}")
+        values.append(int(part))
+    return tuple(sorted(set(values), reverse=True))

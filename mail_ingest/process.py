@@ -23,19 +23,14 @@ from handlers.bounces import record_bounce
 from handlers.inbox import over_flood_cap
 from handlers.mail_facts import FactAttachment, MailFacts
 from handlers.models import InboundMail, InboundStatus
+from handlers.renewals.replies import handle_reply as renewal_reply
 from handlers.tickets.intake import receive
 from mail_ingest import authres
 from mail_ingest.classify import Envelope, classify
 from mail_ingest.parse import ParsedMail, parse
 from mail_ingest.strip import strip_reply
 
-try:  # the renewals operation, where it is installed
-    from handlers.renewals.replies import handle_reply as renewal_reply
-except ImportError:  # pragma: no cover - until renewals land
-    renewal_reply = None
-
 log = logging.getLogger("renewdesk.inbox")
-WAITING_REASON = "renewal reply: waiting for the renewals operation"
 AUTOMATIC = ("auto_reply", "bulk")
 
 
@@ -91,8 +86,6 @@ def _renewal(tx: Any, row: InboundMail, facts: MailFacts) -> None:
     row.rule = "renewal_reply"
     if facts.automatic:
         row.status, row.reason = InboundStatus.done, "automatic mail to a renewal address: no decision, no answer"
-    elif renewal_reply is None:
-        row.status, row.reason = InboundStatus.waiting, WAITING_REASON
     else:
         token = row.recipient.split("@")[0].split("+", 1)[1]
         row.status, row.reason = InboundStatus.done, renewal_reply(tx, facts, token)

@@ -1,4 +1,4 @@
-"""The HTTP side: `/healthz` now; the Slack endpoint and renewal pages plug in here."""
+"""The HTTP side: `/healthz` and the renewal pages; the Slack endpoint plugs in here."""
 from __future__ import annotations
 
 from typing import Any
@@ -25,7 +25,8 @@ def build_web_app(services: Any, *, in_process_scheduler: Any = None) -> Starlet
     async def index(request: Request) -> PlainTextResponse:
         return PlainTextResponse(f"renewdesk for {services.settings.business_name}: see /healthz\n")
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/", index)])
+    from renewdesk import web_renewals
+    return Starlette(routes=[Route("/healthz", healthz), Route("/", index), *web_renewals.routes(services)])
 
 
 async def _in_thread(fn: Any, *args: Any) -> Any:

@@ -11,7 +11,7 @@ from handlers.errors import InvalidInput, NotAllowed, RenewdeskError
 from handlers.models import StaffMember
 # importing a module registers its commands
 from handlers.staff import accounts as _accounts, team as _team, tickets as _tickets  # noqa: F401
-from handlers.staff import billing as _billing, services as _services  # noqa: F401
+from handlers.staff import billing as _billing, renewals as _renewals, services as _services  # noqa: F401
 from handlers.staff.commands import Reply, handler_for, is_available, register
 from handlers.staff.grammar import BY_NAME, COMMANDS, Command, Parsed, parse, slack_user_id
 

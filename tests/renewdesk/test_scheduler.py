@@ -32,7 +32,9 @@ def test_run_job_records_success_and_failure(services, clock):
 
 def test_sweeps_run_in_order_with_the_given_moment(services, one_sweep):
     at = dt.datetime(2027, 1, 1, 8, tzinfo=dt.timezone.utc)
-    assert jobs.run_sweeps(services, at, dry_run=True) == ["test_sweep: saw 2027-01-01"]
+    lines = jobs.run_sweeps(services, at, dry_run=True)
+    assert [line for line in lines if line.startswith("test_sweep")] == ["test_sweep: saw 2027-01-01"]
+    assert lines[-1] == "test_sweep: saw 2027-01-01"  # registered last, so it runs last
     assert one_sweep == [(at, True)]
 
 

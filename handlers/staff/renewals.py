@@ -1,0 +1,67 @@
+"""`renewals due` and `renewal link`: what expires soon, and an audited renewal page link for a client."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from handlers.models import Invoicing
+from handlers.renewals import tokens
+from handlers.renewals.listing import accounts_of, renewable
+from handlers.staff.accounts import resolve_account
+from handlers.staff.commands import Reply, columns, iso, register
+
+if TYPE_CHECKING:
+    from handlers.services import Tx
+
+DUE_LIMIT = 200
+
+
+def _when(days: int) -> str:
+    if days in (0, 1):
+        return ("today", "tomorrow")[days]
+    return f"in {days} days" if days > 0 else f"{-days} day{'s' if days < -1 else ''} ago"
+
+
+@register("renewals due")
+def renewals_due(tx: "Tx", args: dict[str, Any]) -> Reply:
+    """Services expiring in the next DAYS days (and expired ones still renewable), with decisions so far."""
+    account = resolve_account(tx.session, args["account"]) if args.get("account") else None
+    days = min(int(args.get("days") or 90), 3660)
+    rows = renewable(tx, account_id=account.id if account else None, days=days, limit=DUE_LIMIT + 1)
+    more = len(rows) > DUE_LIMIT
+    rows = rows[:DUE_LIMIT]
+    accounts = accounts_of(tx, rows)
+    data = [{"service_id": r.service.id, "name": r.service.name, "kind": r.service.kind,
+             "status": r.service.status.value, "expires_on": iso(r.service.expires_on), "days_left": r.days_left,
+             "account": accounts[r.service.account_id].ref, "decision": r.decided or None,
+             "paper": accounts[r.service.account_id].invoicing == Invoicing.paper,
+             "auto_renew": bool(r.service.auto_renew)} for r in rows]
+    scope = f" for {account.name}" if account else ""
+    if not rows:
+        return Reply("Renewals due", f"nothing expires in the next {days} days{scope}", data)
+    text = [f"{len(rows)}{'+' if more else ''} service(s) expiring in the next {days} days{scope} "
+            "(and expired ones still renewable):"]
+    text += columns([(r.service.expires_on, _when(r.days_left), accounts[r.service.account_id].ref, r.service.name,
+                      r.service.kind, r.service.status.value, r.decided or "undecided",
+                      "paper: by hand" if accounts[r.service.account_id].invoicing == Invoicing.paper else "",
+                      "auto-renew" if r.service.auto_renew else "") for r in rows])
+    if more:
+        text.append(f"  ... more than {DUE_LIMIT}; narrow with --days or --account")
+    return Reply("Renewals due", "\n".join(text), data)
+
+
+@register("renewal link")
+def renewal_link(tx: "Tx", args: dict[str, Any]) -> Reply:
+    """A renewal page link for the client, valid RENEWDESK_RENEWAL_LINK_DAYS; decisions through it record you."""
+    account = resolve_account(tx.session, args["account"])
+    rows = renewable(tx, account_id=account.id)
+    expires_at = tx.now + dt.timedelta(days=tx.settings.renewal_link_days)
+    request, token = tokens.issue(tx, account.id, [r.service.id for r in rows], kind=tokens.LINK,
+                                  expires_at=expires_at)
+    tx.audit("renewal.link", subject=request, account_id=account.id, services=len(rows))
+    url = tokens.page_url(tx.settings, token)
+    text = (f"renewal page for {account.name}, acting for the client (decisions record you as {tx.actor}); "
+            f"valid until {expires_at.astimezone(tx.settings.tz):%Y-%m-%d %H:%M}, "
+            f"{len(rows)} service(s) listed now:\n{url}")
+    return Reply("Renewal link", text, {"account": account.ref, "url": url, "expires_at": iso(expires_at),
+                                        "services": len(rows)})
