@@ -139,7 +139,7 @@ class Database:
                     with self.engine.connect() as conn:
                         conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
                 except Exception as exc:  # noqa: BLE001  (the next round tries again)
-                    log.warning("WAL checkpoint failed: %s", exc)
+                    log.debug("WAL checkpoint skipped this round: %s", exc)
         thread = threading.Thread(target=run, name="wal-checkpoint", daemon=True)
         thread.start()
         return thread

@@ -216,6 +216,8 @@ def sweep(services: Any, at: dt.datetime, dry_run: bool = False) -> list[str]:
         except IntegrityError:  # another scheduler created the row first: update theirs
             if attempt:
                 raise
+    if not planned:
+        return [f"{covered}: nothing to do"]
     return [f"{covered}: {len(planned)} service(s) of {len(by_account)} account(s) due", *lines]
 
 
