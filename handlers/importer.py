@@ -184,7 +184,8 @@ class _Applier:
                 self.result.add("subscriptions", subscribe(self.tx, acc.id, sp.plan_ref, sp.starts_on, sp.ends_on)[1])
         for up in p.usage:
             with _at(up.path):
-                created = record_usage(self.tx, acc.id, up.metric, up.quantity, up.at, up.ref)[1]
+                created = record_usage(self.tx, acc.id, up.metric, up.quantity, up.at, up.ref,
+                                       audit=False)[1]
             self.result.add("usage", "created" if created else "unchanged")
         self.tickets(acc, p.tickets, contacts)
         self.audit(acc, state, fields, before)

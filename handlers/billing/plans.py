@@ -239,12 +239,13 @@ def subscription_on(tx: "Tx", account_id: int, day: dt.date) -> Subscription | N
 # -- usage ------------------------------------------------------------------------------------
 
 def record_usage(tx: "Tx", account: Account | int, metric: str, quantity: object, at: dt.datetime,
-                 ref: str) -> tuple[UsageRecord, bool]:
+                 ref: str, *, audit: bool = True) -> tuple[UsageRecord, bool]:
     """Record ``quantity`` of ``metric`` used at ``at``; ``ref`` (the meter's id) makes it count once.
 
     The same ref with the same values is a no-op (returns the first record and False). Refused:
     a ref reused with other values, a metric the account's plan on that day does not price, a
     moment in the future, and a month already charged (the charge was made without it).
+    ``audit=False`` leaves the audit event to the caller (the import writes one per account).
     """
     acc = lock_account(tx, account if isinstance(account, int) else account.id)
     ref, metric = (ref or "").strip(), (metric or "").strip()
@@ -283,8 +284,9 @@ def record_usage(tx: "Tx", account: Account | int, metric: str, quantity: object
             tx.session.add(row)
     except IntegrityError:  # the same ref recorded at the same moment by another door
         raise Conflict(f"usage {ref} was recorded at the same moment elsewhere; try again") from None
-    tx.audit("usage.record", subject=row, account_id=acc.id, metric=metric, quantity=quantity_str(micros),
-             at=at.isoformat(), ref=ref)
+    if audit:
+        tx.audit("usage.record", subject=row, account_id=acc.id, metric=metric, quantity=quantity_str(micros),
+                 at=at.isoformat(), ref=ref)
     return row, True
 
 

@@ -143,7 +143,7 @@ def account_show(tx: "Tx", args: dict[str, Any]) -> Reply:
         plan = data["plan"]
         text.append(f"plan: {plan['plan']['name']} since {plan['plan']['since']}"
                     + (f" until {plan['plan']['until']}" if plan["plan"]["until"] else "")
-                    + f" · {plan['month']} so far: {plan['so_far']['amount']} {cur}")
+                    + f" · {plan['month']} so far (the month's fees, usage to date): {plan['so_far']['amount']} {cur}")
         text += columns([(ln["text"], f"{ln['so_far']['amount']} {cur}") for ln in plan["lines"]])
     if suspensions:
         text.append(f"suspensions ({len(suspensions)}):")

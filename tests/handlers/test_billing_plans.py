@@ -229,9 +229,29 @@ def test_account_show_and_history_show_the_plan(services, clock):
     assert show.data["plan"]["plan"] == {"ref": "hosting-pro", "name": "Hosting Pro", "since": "2026-11-10",
                                          "until": None}
     assert show.data["plan"]["so_far"] == {"amount": "35.41", "currency": "EUR"}
-    assert "plan: Hosting Pro since 2026-11-10 · 2026-11 so far: 35.41 EUR" in show.text
+    assert "plan: Hosting Pro since 2026-11-10 · 2026-11 so far (the month's fees, usage to date): 35.41 EUR" in show.text
     sweep(services, clock, "2026-12-01")
     history = execute(services, "account history meter", as_user=None)
     kinds = [e["kind"] for e in history.data["entries"]]
     assert kinds.count("plan_charge") == 4 and kinds.count("plan") == 1
     assert "plan charge 15.43 EUR: Bandwidth, 2026-11: 1234.567891 GB at 0.0125 EUR" in history.text
+
+
+def test_months_follow_the_business_timezone(services, clock):
+    """In Berlin, 23:30 UTC on 30 November is already December: that usage waits for December's charge."""
+    services.settings = services.settings.replace(timezone="Europe/Berlin")
+    services.run(import_document, _doc(usage=[]), actor="test")
+    acc = account_id(services, "meter")
+    moment = dt.datetime(2026, 11, 30, 23, 45, tzinfo=UTC)  # 00:45 on 1 December in Berlin
+    clock.set(moment)
+    services.run(record_usage, acc, "mailboxes", "1", dt.datetime(2026, 11, 30, 22, 30, tzinfo=UTC), "nov",
+                 actor="test")
+    services.run(record_usage, acc, "mailboxes", "2", dt.datetime(2026, 11, 30, 23, 30, tzinfo=UTC), "dec",
+                 actor="test")
+    run_sweeps(services, moment)
+    assert [(c[0], c[1]) for c in _charges(services)] == [("2026-11:base", 1399), ("2026-11:mailboxes", 199)]
+    entry_at = services.run(lambda tx: {e.at for e in tx.session.scalars(select(LedgerEntry))}, readonly=True)
+    assert entry_at == {dt.datetime(2026, 11, 30, 23, tzinfo=UTC)}  # midnight in Berlin
+    clock.set(dt.datetime(2027, 1, 1, 7, tzinfo=UTC))
+    run_sweeps(services, clock.now())
+    assert [(c[0], c[1]) for c in _charges(services)][2:] == [("2026-12:base", 1999), ("2026-12:mailboxes", 398)]
