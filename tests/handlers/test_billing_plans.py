@@ -12,7 +12,7 @@ from handlers.importer import import_document
 from handlers.jobs import run_sweeps
 from handlers.models import LedgerEntry, Notice, UsageRecord
 from handlers.staff import execute
-from tests.handlers.billing_helpers import account, account_id, at, load, mails, state, sweep
+from tests.handlers.billing_helpers import account, account_id, at, mails, state, sweep
 
 UTC = dt.timezone.utc
 
@@ -115,6 +115,7 @@ def test_proration_for_a_plan_change_and_an_end_mid_month(services, clock):
 
 
 def test_dry_run_and_forecast_show_the_charges_and_change_nothing(services, clock):
+    """The forecast shows November's charges once, on 1 December; a dry run prints each line and writes nothing."""
     services.run(import_document, _doc(), actor="test")
     forecast = execute(services, "forecast --days 12", as_user=None)
     planned = [(d["day"], a["text"]) for d in forecast.data["days"] for a in d["actions"]
@@ -169,6 +170,7 @@ def test_two_schedulers_at_month_end_charge_once(services, clock):
 
 
 def test_record_usage_once_by_ref_and_refusals(services, clock):
+    """A ref counts once; changed values, the future, too many decimals, no plan and a charged month are refused."""
     services.run(import_document, _doc(usage=[]), actor="test")
     acc = account_id(services, "meter")
     run = lambda *a: services.run(record_usage, acc, *a, actor="test")  # noqa: E731
@@ -191,6 +193,7 @@ def test_record_usage_once_by_ref_and_refusals(services, clock):
 
 
 def test_import_is_idempotent_and_names_the_wrong_field(services, clock):
+    """Re-importing plans, the plan and usage changes nothing, even after the charge; bad input names its path."""
     first = services.run(import_document, _doc(), actor="test")
     assert first.counts["plans"]["created"] == 1 and first.counts["usage"]["created"] == 5
     again = services.run(import_document, _doc(), actor="test")
@@ -224,6 +227,7 @@ def test_import_is_idempotent_and_names_the_wrong_field(services, clock):
 
 
 def test_account_show_and_history_show_the_plan(services, clock):
+    """`account show` has the plan and the month so far; `account history` the plan and each charge."""
     services.run(import_document, _doc(), actor="test")
     show = execute(services, "account show meter", as_user=None)
     assert show.data["plan"]["plan"] == {"ref": "hosting-pro", "name": "Hosting Pro", "since": "2026-11-10",
