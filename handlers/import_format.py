@@ -12,6 +12,7 @@ import re
 from typing import Any, Iterator
 
 from handlers.errors import InvalidInput
+from handlers import import_plans
 from handlers.import_plan import (AccountPlan, ChargePlan, ContactPlan, ImportPlan, InvoicePlan, LinePlan, MessagePlan,
                                   ServicePlan, TicketPlan, charge_ledger_ref)
 from handlers.models import PERMISSIONS, SERVICE_KINDS, Invoicing, MessageKind, ServiceStatus, TicketStatus
@@ -27,7 +28,7 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
 
 ACCOUNT_KEYS = ("ref", "name", "currency", "owner", "contacts", "credit_limit", "auto_suspend", "invoicing",
-                "sales_contact", "overdue_notices", "services", "invoices", "charges", "tickets")
+                "sales_contact", "overdue_notices", "services", "invoices", "charges", "tickets", "plan", "usage")
 OWNER_KEYS = ("email", "name", "email_preferences")
 CONTACT_KEYS = ("email", "name", "permissions", "email_preferences")
 SERVICE_KEYS = ("ref", "kind", "name", "status", "expires_on", "period_years", "price", "auto_renew")
@@ -180,13 +181,14 @@ def validate(data: object) -> ImportPlan:
     """Check the whole document and return the plan, or raise for the first wrong field."""
     if not isinstance(data, dict):
         raise InvalidInput('the document must be a JSON object with an "accounts" list')
-    doc = _Obj(data, "", ("accounts",))
-    doc.raw("accounts", required=True)
-    refs, numbers, tickets = _Unique(), _Unique(), _Unique()
+    doc = _Obj(data, "", ("accounts", "plans"))
+    doc.raw("accounts", required="plans" not in data)
+    refs, numbers, tickets, plan_refs = _Unique(), _Unique(), _Unique(), _Unique()
+    plans = import_plans.plans(doc, plan_refs.check)
     accounts = []
     for value, path in doc.items("accounts"):
         accounts.append(_account(value, path, refs, numbers, tickets))
-    return ImportPlan(accounts=tuple(accounts))
+    return ImportPlan(accounts=tuple(accounts), plans=plans)
 
 
 def _account(value: Any, path: str, refs: _Unique, numbers: _Unique, tickets: _Unique) -> AccountPlan:
@@ -217,7 +219,8 @@ def _account(value: Any, path: str, refs: _Unique, numbers: _Unique, tickets: _U
         ref=ref, name=name, currency=currency, owner=owner, contacts=contacts, credit_limit_minor=credit_limit,
         auto_suspend=auto_suspend, invoicing=None if invoicing is None else Invoicing(invoicing),
         sales_contact=sales_contact, overdue_notices=overdue_notices, services=services, invoices=invoices,
-        charges=charges, tickets=ticket_plans, path=path)
+        charges=charges, tickets=ticket_plans, path=path, subscription=import_plans.subscription(o),
+        usage=import_plans.usage(o))
 
 
 def _contact(value: Any, path: str, emails: _Unique, owner: bool = False) -> ContactPlan:

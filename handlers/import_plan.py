@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from handlers.import_plans import PlanSpec, SubscriptionSpec, UsageSpec
 from handlers.models import Invoicing, MessageKind, ServiceStatus, TicketStatus
 
 
@@ -115,6 +116,8 @@ class AccountPlan:
     charges: tuple[ChargePlan, ...]
     tickets: tuple[TicketPlan, ...]
     path: str
+    subscription: SubscriptionSpec | None = None  # the account's charging plan from a day
+    usage: tuple[UsageSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class ImportPlan:
     """The whole document, checked."""
 
     accounts: tuple[AccountPlan, ...]
+    plans: tuple[PlanSpec, ...] = ()
 
 
 def charge_ledger_ref(account_ref: str, ref: str) -> str:

@@ -5,17 +5,19 @@ happens in the caller's transaction: an error anywhere changes nothing.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from sqlalchemy import func, select
 
-from handlers.errors import InvalidInput
+from handlers.billing.plans import define_plan, record_usage, subscribe
+from handlers.errors import Conflict, InvalidInput, NotFound
 from handlers.import_format import validate
 from handlers.import_plan import AccountPlan, ChargePlan, ContactPlan, ImportPlan, InvoicePlan, ServicePlan, TicketPlan
 from handlers.models import (PERMISSIONS, Account, AccountStatus, Contact, Invoice, InvoiceLine, InvoiceStatus,
@@ -25,9 +27,10 @@ from handlers.models import (PERMISSIONS, Account, AccountStatus, Contact, Invoi
 __all__ = ["ImportPlan", "ImportResult", "Progress", "apply", "import_document", "load_json", "validate"]
 
 Progress = Callable[[int, int], None]
-KINDS = ("accounts", "contacts", "services", "invoices", "payments", "charges", "tickets", "messages")
+KINDS = ("plans", "accounts", "contacts", "services", "invoices", "payments", "charges", "subscriptions", "usage",
+         "tickets", "messages")
 STATES = ("created", "updated", "unchanged")
-_SINGULAR = {"accounts": "account", "contacts": "contact", "services": "service", "invoices": "invoice",
+_SINGULAR = {"plans": "plan", "subscriptions": "subscription", "usage": "usage record", "accounts": "account", "contacts": "contact", "services": "service", "invoices": "invoice",
              "payments": "payment", "charges": "charge", "tickets": "ticket", "messages": "message"}
 
 
@@ -88,12 +91,26 @@ def apply(tx: Any, plan: ImportPlan, progress: Progress | None = None) -> Import
     refs = [a.ref for a in plan.accounts]
     existing = {a.ref: a for a in _in_chunks(tx.session, Account, Account.ref, refs)}
     applier = _Applier(tx, result)
+    for spec in plan.plans:
+        with _at(spec.path):
+            result.add("plans", define_plan(tx, spec.ref, spec.name, spec.currency, list(spec.lines))[1])
     for done, plan_account in enumerate(plan.accounts, start=1):
         applier.account(plan_account, existing.get(plan_account.ref))
         if progress is not None:
             progress(done, len(plan.accounts))
     tx.session.flush()
     return result
+
+
+@contextlib.contextmanager
+def _at(path: str) -> Iterator[None]:
+    """Name the file's field in an error an operation raises (``accounts[0].usage[2].metric: ...``)."""
+    try:
+        yield
+    except (InvalidInput, Conflict, NotFound) as exc:
+        inner = getattr(exc, "path", None)
+        message = exc.message[len(inner) + 2:] if inner else exc.message
+        raise InvalidInput(message, path=f"{path}.{inner}" if inner else path) from None
 
 
 def _in_chunks(session: Any, model: Any, column: Any, values: list[str]) -> list[Any]:
@@ -161,6 +178,15 @@ class _Applier:
         for ip in p.invoices:
             self.invoice(acc, ip, invoices.get(ip.number))
         self.charges(acc, p.charges)
+        if p.subscription is not None:
+            sp = p.subscription
+            with _at(sp.path):
+                self.result.add("subscriptions", subscribe(self.tx, acc.id, sp.plan_ref, sp.starts_on, sp.ends_on)[1])
+        for up in p.usage:
+            with _at(up.path):
+                created = record_usage(self.tx, acc.id, up.metric, up.quantity, up.at, up.ref,
+                                       audit=False)[1]
+            self.result.add("usage", "created" if created else "unchanged")
         self.tickets(acc, p.tickets, contacts)
         self.audit(acc, state, fields, before)
 

@@ -1,4 +1,5 @@
-"""The billing sweeps: invoice notices, suspension of flagged late payers, removal, credit limits.
+"""The billing sweeps: invoice notices, suspension of flagged late payers, removal, month-end plan
+charges, credit limits.
 
 Each sweep walks the accounts one transaction per account (the account row locked), so a
 crash mid-sweep keeps what was done and a re-run does the rest; the notice and suspension
@@ -67,6 +68,7 @@ def _sweep(rule: str, description: str) -> Sweep:
 INVOICE_NOTICES = _sweep("invoice_notices", "invoice reminders before the pay-by date, overdue notices after it")
 OVERDUE_SUSPENSIONS = _sweep("overdue_suspensions", "suspend accounts flagged for it once an invoice is overdue")
 REMOVALS = _sweep("removals", "warn before removal, then remove the services of accounts still suspended")
+PLAN_CHARGES = _sweep("plan_charges", "month-end charges from charging plans: monthly fees and metered usage")
 CREDIT_LIMITS = _sweep("credit_limits", "credit-limit warnings, suspension on reaching the limit, re-arming")
 
 

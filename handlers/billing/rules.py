@@ -236,9 +236,17 @@ def credit_limits(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
     return [Action("credit_limits", acc, key, text, warn)]
 
 
+def plan_charges(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
+    """Month-end charges from the account's charging plan (see :mod:`handlers.billing.charging`)."""
+    from handlers.billing.charging import plan_charges as rule
+    return rule(tx, acc, assumed)
+
+
+# the order of a sweep: month-end charges come before the credit limit they count against
 RULES: dict[str, Callable[["Tx", Account, set[Key]], list[Action]]] = {
     "invoice_notices": invoice_notices,
     "overdue_suspensions": overdue_suspensions,
     "removals": removals,
+    "plan_charges": plan_charges,
     "credit_limits": credit_limits,
 }

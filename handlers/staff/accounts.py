@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from handlers.billing.charging import usage_so_far
 from handlers.errors import InvalidInput, NotFound
 from handlers.models import (Account, Contact, Hold, Invoice, InvoiceStatus, LedgerEntry, OutboundMail, Payment,
-                             Service, ServiceEvent, Suspension, Ticket, TicketStatus)
+                             Service, ServiceEvent, Subscription, Suspension, Ticket, TicketStatus)
 from handlers.money import decimal_str, fmt
 from handlers.staff.commands import Reply, columns, iso, local_time, register, today
 
@@ -115,6 +116,7 @@ def account_show(tx: "Tx", args: dict[str, Any]) -> Reply:
         "suspensions": [{"id": x.id, "service": names.get(x.service_id) if x.service_id else None,
                          "reason": x.reason.value, "text": x.text, "started_at": iso(x.started_at),
                          "started_by": x.started_by} for x in suspensions],
+        "plan": usage_so_far(tx, acc),
     }
 
     text = [f"{acc.name} (#{acc.id}, ref {acc.ref}) - {acc.status.value}",
@@ -137,6 +139,12 @@ def account_show(tx: "Tx", args: dict[str, Any]) -> Reply:
     text.append(f"holds ({len(holds)}):" if holds else "holds: none")
     text += columns([(f"since {local_time(tx, h.started_at)}", f"until {local_time(tx, h.until)}" if h.until
                       else "no end", h.reason) for h in holds])
+    if data["plan"]:
+        plan = data["plan"]
+        text.append(f"plan: {plan['plan']['name']} since {plan['plan']['since']}"
+                    + (f" until {plan['plan']['until']}" if plan["plan"]["until"] else "")
+                    + f" · {plan['month']} so far (the month's fees, usage to date): {plan['so_far']['amount']} {cur}")
+        text += columns([(ln["text"], f"{ln['so_far']['amount']} {cur}") for ln in plan["lines"]])
     if suspensions:
         text.append(f"suspensions ({len(suspensions)}):")
         text += columns([(names.get(x.service_id, "whole account") if x.service_id else "whole account",
@@ -146,7 +154,7 @@ def account_show(tx: "Tx", args: dict[str, Any]) -> Reply:
 
 @register("account history")
 def account_history(tx: "Tx", args: dict[str, Any]) -> Reply:
-    """Service status changes, invoices, payments and emails sent, newest first."""
+    """Service status changes, plans, invoices, payments, plan charges and emails sent, newest first."""
     s, acc = tx.session, resolve_account(tx.session, args["account"])
     tz, entries = tx.settings.tz, []
 
@@ -172,6 +180,16 @@ def account_history(tx: "Tx", args: dict[str, Any]) -> Reply:
         add(pay.received_at, "payment", f"payment {fmt(pay.amount_minor, pay.currency)}"
             + (f" ref {pay.ref}" if pay.ref else ""), amount=_money(pay.amount_minor, pay.currency),
             ref=pay.ref, method=pay.method, actor=pay.actor)
+    for entry in s.scalars(select(LedgerEntry).where(LedgerEntry.account_id == acc.id, LedgerEntry.source == "plan")
+                           .order_by(LedgerEntry.at.desc(), LedgerEntry.id.desc()).limit(HISTORY_LIMIT + 1)):
+        add(entry.at, "plan_charge", f"plan charge {fmt(-entry.amount_minor, entry.currency)}: {entry.text}",
+            amount=_money(-entry.amount_minor, entry.currency), ref=entry.ref)
+    for sub in s.scalars(select(Subscription).where(Subscription.account_id == acc.id)
+                         .order_by(Subscription.starts_on.desc()).limit(HISTORY_LIMIT + 1)):
+        start = dt.datetime.combine(sub.starts_on, dt.time(), tz).astimezone(dt.timezone.utc)
+        add(start, "plan", f"on plan {sub.plan.name} ({sub.plan.ref})"
+            + (f" through {sub.ends_on}" if sub.ends_on else ""), day=sub.starts_on, plan=sub.plan.ref,
+            ends_on=iso(sub.ends_on))
     for mail in s.scalars(select(OutboundMail).where(OutboundMail.account_id == acc.id)
                           .order_by(OutboundMail.created_at.desc(), OutboundMail.id.desc()).limit(HISTORY_LIMIT + 1)):
         add(mail.created_at, "email", f"email {mail.intent} to {', '.join(mail.recipients or [])}: "
