@@ -16,7 +16,7 @@ from handlers.billing.common import OPEN_STATUSES, SCHEDULER, day_start, today
 from handlers.billing.dunning import forecast  # also registers the billing sweeps, which run before the digest
 from handlers.jobs import Sweep, register_sweep
 from handlers.models import (Account, Hold, InboundMail, InboundStatus, Invoice, Notice, OutboundMail, OutboxStatus,
-                             Suspension, Ticket, TicketStatus)
+                             Service, Suspension, Ticket, TicketStatus)
 from handlers.money import fmt
 from handlers.outbox import queue_email
 
@@ -46,7 +46,7 @@ def build(tx: "Tx") -> dict[str, Any]:
     held = list(s.scalars(select(Hold).where(Hold.lifted_at.is_(None), Hold.started_at <= tx.now,
                                              or_(Hold.until.is_(None), Hold.until > tx.now)).order_by(Hold.id)))
     by_hand = list(s.scalars(select(Notice).where(
-        Notice.created_at > since, Notice.outcome.in_(("paper_invoicing", "notices_off", "no_recipient")))
+        Notice.created_at > since, Notice.outcome.in_(("paper_invoicing", "skipped_paper", "notices_off", "no_recipient")))
         .order_by(Notice.id)))
     quarantined = list(s.scalars(select(InboundMail).where(InboundMail.status == InboundStatus.quarantined)
                                  .order_by(InboundMail.id.desc()).limit(LISTED + 1)))
@@ -55,6 +55,8 @@ def build(tx: "Tx") -> dict[str, Any]:
         .limit(LISTED + 1)))
     number = {i.id: i.number for i in s.scalars(select(Invoice).where(
         Invoice.id.in_([n.subject_id for n in by_hand if n.subject_type == "invoice"])))} if by_hand else {}
+    service = {v.id: v.name for v in s.scalars(select(Service).where(
+        Service.id.in_([n.subject_id for n in by_hand if n.subject_type == "service"])))} if by_hand else {}
 
     sections = [
         ("Tickets", [f"{open_tickets} open"] + [f"new: T-{t.id} {names.get(t.account_id, '?')}: {t.subject[:80]}"
@@ -72,6 +74,7 @@ def build(tx: "Tx") -> dict[str, Any]:
         ("Notices to send by hand (letter or call)",
          [f"{names.get(n.account_id, '?')}: {n.kind.replace('_', ' ')} {n.occasion}"
           + (f" for {number.get(n.subject_id, '?')}" if n.subject_type == "invoice" else "")
+          + (f" for {service.get(n.subject_id, '?')}" if n.subject_type == "service" else "")
           + f" ({n.outcome.replace('_', ' ')})" for n in by_hand]),
         ("Quarantined mail", [f"#{m.id} from {m.mail_from or '?'}: {m.reason or m.classification or ''}"[:120]
                               for m in quarantined]),
