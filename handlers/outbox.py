@@ -6,13 +6,13 @@ second attempt to queue the same key finds the first row instead of adding anoth
 """
 from __future__ import annotations
 
+import binascii
 import datetime as dt
-import email.policy
+import email.header
 import email.utils
 import re
+import secrets
 from dataclasses import dataclass
-from email.headerregistry import Address
-from email.message import EmailMessage
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import select
@@ -37,13 +37,38 @@ def header_text(value: str, limit: int = 200) -> str:
     return _CONTROL.sub(" ", str(value)).strip()[:limit]
 
 
-def _address(r: Recipient | str) -> Address:
+_ADDR_SPEC = re.compile(r"[^\s@<>()\[\],;:\\\"]+@[^\s@<>()\[\],;:\\\"]+")
+_NEEDS_QUOTES = re.compile(r"[()<>\[\]:;@\\,.\"]")
+
+
+def _address(r: Recipient | str) -> tuple[str, str]:
+    """(display name, addr-spec) of a recipient, or InvalidInput when it is not one address."""
     r = Recipient(r) if isinstance(r, str) else r
     addr = r.email.strip()
-    if _CONTROL.search(addr) or addr.count("@") != 1:
+    if _CONTROL.search(addr) or addr.count("@") != 1 or _ADDR_SPEC.fullmatch(addr) is None:
         raise InvalidInput(f"not an email address: {addr!r}")
-    local, domain = addr.rsplit("@", 1)
-    return Address(display_name=header_text(r.name), username=local, domain=domain)
+    return header_text(r.name), addr
+
+
+def _mailbox(name: str, addr: str) -> str:
+    """``Name <addr>`` for a header: RFC 2047 for non-ASCII names, quotes for specials."""
+    if not name:
+        return addr
+    if not name.isascii():
+        return f"{email.header.Header(name, 'utf-8').encode()} <{addr}>"
+    if _NEEDS_QUOTES.search(name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{addr}>"
+
+
+def _unstructured(value: str) -> str:
+    return value if value.isascii() else email.header.Header(value, "utf-8", maxlinelen=76).encode()
+
+
+def _qp(text: str) -> bytes:
+    """A body part's content as quoted-printable UTF-8 with CRLF line ends."""
+    body = binascii.b2a_qp(text.replace("\r\n", "\n").encode("utf-8"), istext=True)
+    return body.replace(b"\n", b"\r\n")
 
 
 def our_address(settings: Any, local: str = "support") -> str:
@@ -52,40 +77,63 @@ def our_address(settings: Any, local: str = "support") -> str:
 
 def new_message_id(settings: Any) -> str:
     """A Message-ID from our domain: replies that quote it thread back to us (and loops are seen)."""
-    return email.utils.make_msgid(idstring="rd", domain=settings.mail_domain)
+    return f"<rd.{secrets.token_hex(12)}@{settings.mail_domain}>"
+
+
+@dataclass(frozen=True)
+class Built:
+    """A message ready for the outbox: its bytes and what the row records about it."""
+
+    raw: bytes
+    message_id: str
+    recipients: list[str]
 
 
 def build_message(settings: Any, *, subject: str, text: str, html: str, to: Sequence[Recipient | str],
                   cc: Sequence[Recipient | str] = (), reply_to: str | None = None,
                   from_local: str = "support", message_id: str | None = None, date: dt.datetime,
                   in_reply_to: str | None = None, references: Iterable[str] = (),
-                  extra_headers: dict[str, str] | None = None) -> EmailMessage:
-    """A multipart/alternative message (text, then HTML) with our identity and loop headers."""
-    msg = EmailMessage(policy=email.policy.SMTP)
-    msg["From"] = Address(display_name=header_text(settings.business_name), addr_spec=our_address(settings, from_local))
-    msg["To"] = [_address(r) for r in to]
-    if cc:
-        msg["Cc"] = [_address(r) for r in cc]
+                  extra_headers: dict[str, str] | None = None) -> Built:
+    """A multipart/alternative message (text, then HTML) with our identity and loop headers.
+
+    Written directly rather than through ``email.message``: every value passes
+    :func:`header_text` (no CR/LF can start a header), names with non-ASCII are RFC 2047
+    encoded, bodies are quoted-printable UTF-8. The outbox builds one per mail it queues, and
+    the stdlib's header objects cost more than the rest of queuing a mail.
+    """
+    to_pairs, cc_pairs = [_address(r) for r in to], [_address(r) for r in cc]
+    message_id = message_id or new_message_id(settings)
+    boundary = f"=_rd_{secrets.token_hex(12)}"
+    head = [("From", _mailbox(header_text(settings.business_name), our_address(settings, from_local))),
+            ("To", ", ".join(_mailbox(n, a) for n, a in to_pairs))]
+    if cc_pairs:
+        head.append(("Cc", ", ".join(_mailbox(n, a) for n, a in cc_pairs)))
     if reply_to:
-        msg["Reply-To"] = _address(reply_to)
-    msg["Subject"] = header_text(subject, 250)
-    msg["Date"] = email.utils.format_datetime(date)
-    msg["Message-ID"] = message_id or new_message_id(settings)
+        head.append(("Reply-To", _mailbox(*_address(reply_to))))
+    head += [("Subject", _unstructured(header_text(subject, 250))),
+             ("Date", email.utils.format_datetime(date)),
+             ("Message-ID", header_text(message_id, 998))]
     if in_reply_to:
-        msg["In-Reply-To"] = header_text(in_reply_to, 998)
+        head.append(("In-Reply-To", header_text(in_reply_to, 998)))
     refs = " ".join(header_text(r, 998) for r in references if r)
     if refs:
-        msg["References"] = refs
+        head.append(("References", refs))
     # RFC 3834: what we send is automatic; auto-responders must not answer it.
-    msg["Auto-Submitted"] = "auto-generated"
+    head.append(("Auto-Submitted", "auto-generated"))
     # Asks Exchange and friends not to send out-of-office or delivery receipts back.
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg[LOOP_HEADER] = settings.mail_domain
+    head.append(("X-Auto-Response-Suppress", "All"))
+    head.append((LOOP_HEADER, settings.mail_domain))
     for name, value in (extra_headers or {}).items():
-        msg[header_text(name, 76)] = header_text(value, 998)
-    msg.set_content(text)
-    msg.add_alternative(html, subtype="html")
-    return msg
+        head.append((re.sub(r"[^!-9;-~]", "", name)[:76], _unstructured(header_text(value, 998))))
+    head += [("MIME-Version", "1.0"), ("Content-Type", f'multipart/alternative; boundary="{boundary}"')]
+    lines = [f"{name}: {value}".encode("ascii", "replace") for name, value in head]
+    part = b"Content-Type: text/%s; charset=\"utf-8\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    b = boundary.encode()
+    raw = b"\r\n".join(lines) + b"\r\n\r\n" + b"".join((
+        b"--" + b + b"\r\n", part % b"plain", _qp(text), b"\r\n",
+        b"--" + b + b"\r\n", part % b"html", _qp(html), b"\r\n",
+        b"--" + b + b"--\r\n"))
+    return Built(raw=raw, message_id=message_id, recipients=[a for _, a in (*to_pairs, *cc_pairs)])
 
 
 def queue_email(tx: Any, intent: str, context: dict[str, Any], *, to: Sequence[Recipient | str],
@@ -110,11 +158,11 @@ def queue_email(tx: Any, intent: str, context: dict[str, Any], *, to: Sequence[R
     msg = build_message(settings, subject=rendered.subject, text=rendered.text, html=rendered.html, to=to, cc=cc,
                         reply_to=reply_to, from_local=from_local, date=tx.now, in_reply_to=in_reply_to,
                         references=references, extra_headers=extra_headers)
-    recipients = [a.addr_spec for a in (*msg["To"].addresses, *(msg["Cc"].addresses if cc else ()))]
+    recipients = msg.recipients
     row = OutboundMail(
-        dedupe_key=dedupe_key, message_id=msg["Message-ID"], intent=intent, account_id=account_id,
+        dedupe_key=dedupe_key, message_id=msg.message_id, intent=intent, account_id=account_id,
         ticket_id=ticket_id, mail_from=our_address(settings, "bounces"), recipients=recipients,
-        subject=rendered.subject, raw=msg.as_bytes(), created_at=tx.now,
+        subject=rendered.subject, raw=msg.raw, created_at=tx.now,
         next_attempt_at=not_before or tx.now)
     if dedupe_key is None:
         tx.session.add(row)

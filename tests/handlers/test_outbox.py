@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from handlers import render
+from handlers.errors import InvalidInput
 from handlers.models import AuditEvent, OutboundMail
 from handlers.outbox import LOOP_HEADER, Recipient, queue_email
 
@@ -93,3 +94,35 @@ def test_operator_templates_override_ours_file_by_file(services, tmp_path):
         render.environment.cache_clear()
     assert msg["Subject"] == "[Custom] Your renewal"
     assert "Hello Ann" in msg.get_body(("plain",)).get_content()   # ours, not overridden
+
+
+def test_non_ascii_names_subjects_and_bodies_read_back_exactly(services):
+    """Names with specials or non-ASCII, an accented subject and long accented lines survive the
+    trip through the message's bytes as any mail reader parses them; no line is over 998 octets."""
+    body = "Grüße aus Zürich — " * 40 + "\nŁukasz's second line\n"
+
+    def op(tx):
+        return queue_email(tx, "staff_message", {**CTX, "subject": "Ihre Domain läuft ab — bitte prüfen",
+                                                 "body": body},
+                           to=[Recipient("zoe@acme.test", "Zoë Ærø")],
+                           cc=[Recipient("ops@acme.test", 'Ops, "Night" Team'), Recipient("x@acme.test")],
+                           reply_to="renew+tok@desk.example.test", in_reply_to="<a@b>", references=["<a@b>"])
+    row = services.run(op)
+    msg = _parsed(row)
+    assert msg["Subject"] == "Ihre Domain läuft ab — bitte prüfen"
+    assert [(a.display_name, a.addr_spec) for a in msg["To"].addresses] == [("Zoë Ærø", "zoe@acme.test")]
+    assert [(a.display_name, a.addr_spec) for a in msg["Cc"].addresses] == [
+        ('Ops, "Night" Team', "ops@acme.test"), ("", "x@acme.test")]
+    assert msg["Reply-To"].addresses[0].addr_spec == "renew+tok@desk.example.test"
+    assert (msg["In-Reply-To"], msg["References"]) == ("<a@b>", "<a@b>")
+    assert row.recipients == ["zoe@acme.test", "ops@acme.test", "x@acme.test"]
+    text = msg.get_body(("plain",)).get_content()
+    assert body.strip() in text.replace("\r\n", "\n")
+    assert max(len(line) for line in row.raw.split(b"\r\n")) <= 998
+    assert row.raw.isascii()
+
+
+def test_an_address_that_is_not_one_address_is_refused(services):
+    for bad in ("two@a.test, three@b.test", "no-at-sign", "a@b@c.test", "spaced out@acme.test"):
+        with pytest.raises(InvalidInput, match="not an email address"):
+            services.run(lambda tx: queue_email(tx, "staff_message", dict(CTX), to=[Recipient(bad)]))
