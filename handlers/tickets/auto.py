@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, or_, select
 
 from handlers.models import AutoAnswer, MessageKind, TicketMessage
 
@@ -20,11 +20,15 @@ log = logging.getLogger("renewdesk.tickets")
 CAP_NOTE = "Automatic answers paused"
 
 
-def _count(tx: Any, since: dt.datetime, **where: Any) -> int:
-    query = select(func.count()).select_from(AutoAnswer).where(AutoAnswer.at > since, AutoAnswer.sent.is_(True))
-    for name, value in where.items():
-        query = query.where(getattr(AutoAnswer, name) == value)
-    return tx.session.scalar(query) or 0
+def _counts(tx: Any, since: dt.datetime, recipient: str, ticket_id: int | None) -> tuple[int, int, int]:
+    """In one query: answers sent to ``recipient``, sent on the ticket, and held back on either."""
+    on_ticket = AutoAnswer.ticket_id == ticket_id if ticket_id is not None else AutoAnswer.id.is_(None)
+    to_recipient = AutoAnswer.recipient == recipient
+    sent, held = AutoAnswer.sent.is_(True), AutoAnswer.sent.is_(False)
+    row = tx.session.execute(select(
+        func.count(case((to_recipient & sent, 1))), func.count(case((on_ticket & sent, 1))),
+        func.count(case((held, 1)))).where(AutoAnswer.at > since, or_(to_recipient, on_ticket))).one()
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 def allow(tx: Any, recipient: str, intent: str, ticket_id: int | None = None) -> bool:
@@ -32,26 +36,21 @@ def allow(tx: Any, recipient: str, intent: str, ticket_id: int | None = None) ->
     settings = tx.settings
     since = tx.now - dt.timedelta(minutes=settings.auto_answer_window_minutes)
     recipient = recipient.lower()
-    over = _count(tx, since, recipient=recipient) >= settings.auto_answer_cap
-    if not over and ticket_id is not None:
-        over = _count(tx, since, ticket_id=ticket_id) >= settings.auto_answer_cap
+    to_recipient, on_ticket, held_before = _counts(tx, since, recipient, ticket_id)
+    over = max(to_recipient, on_ticket) >= settings.auto_answer_cap
     tx.session.add(AutoAnswer(at=tx.now, recipient=recipient, ticket_id=ticket_id, intent=intent, sent=not over))
     if over:
-        _tell_staff(tx, recipient, intent, ticket_id, since)
+        _tell_staff(tx, recipient, intent, ticket_id, held_before)
     return not over
 
 
-def _tell_staff(tx: Any, recipient: str, intent: str, ticket_id: int | None, since: dt.datetime) -> None:
-    held_before = tx.session.scalar(
-        select(func.count()).select_from(AutoAnswer).where(
-            AutoAnswer.at > since, AutoAnswer.sent.is_(False),
-            (AutoAnswer.ticket_id == ticket_id) if ticket_id is not None else (AutoAnswer.recipient == recipient)))
+def _tell_staff(tx: Any, recipient: str, intent: str, ticket_id: int | None, held_before: int) -> None:
     log.warning("automatic answer %s to %s held back: more than %d in %d minutes (ticket %s)", intent,
                 recipient, tx.settings.auto_answer_cap, tx.settings.auto_answer_window_minutes, ticket_id)
     tx.audit("auto_answer.capped", subject=("ticket", ticket_id) if ticket_id else None,
              recipient=recipient, intent=intent)
-    # held_before counts the row just added (autoflush): tell staff on the first hold only
-    if ticket_id is not None and (held_before or 0) <= 1:
+    # tell staff on the first hold in the window only
+    if ticket_id is not None and held_before == 0:
         tx.session.add(TicketMessage(
             ticket_id=ticket_id, kind=MessageKind.note, author="system", at=tx.now,
             body=(f"{CAP_NOTE}: more than {tx.settings.auto_answer_cap} automatic answers to {recipient} "
