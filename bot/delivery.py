@@ -1,10 +1,11 @@
 """Post queued ``slack_post`` rows to Slack: in order, paced per channel, retried, Retry-After honoured.
 
 A row moves ``queued → sending → sent`` (or ``failed``), claimed with ``SKIP LOCKED`` like
-outgoing mail. Slack allows about one message per second per channel: posts to one channel
-are spaced by ``pace_seconds``. A 429 answer puts the row back for the ``Retry-After`` the
-answer names, without counting it as an attempt, and holds the rest of that channel's posts
-until then, so a rate-limit storm delays posts and loses none. A thread reply waits until
+outgoing mail, and posted in the order they were queued. Slack allows about one message per
+second per channel: posts to one channel are spaced by ``pace_seconds``. A 429 answer puts the
+row back for the ``Retry-After`` the answer names, without counting it as an attempt, and holds
+the channel's later posts until then too, so a rate-limit storm delays posts, keeps their
+order and loses none. A thread reply waits until
 its ticket's card (the thread's parent) is posted.
 """
 from __future__ import annotations
@@ -68,6 +69,7 @@ class SlackDeliverer:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:slack"
         self.stopping = stopping
         self._last_post: dict[str, float] = {}   # channel → monotonic time of our last call
+        self._not_before: dict[str, dt.datetime] = {}  # channel → when Slack's Retry-After ends
 
     def now(self) -> dt.datetime:
         return self.services.clock.now()
@@ -76,12 +78,11 @@ class SlackDeliverer:
         report = SlackReport()
         self._recover()
         ids = self._claim(limit)
-        held: set[str] = set()  # channels that answered 429 in this round
         for n, row_id in enumerate(ids):
             if self.stopping is not None and self.stopping.is_set():
                 self._release(ids[n:])
                 break
-            self._send_one(row_id, held, report)
+            self._send_one(row_id, report)
         if report.sent or report.failed or report.retried:
             log.info("slack: %d posted, %d to retry, %d waiting for their card, %d failed",
                      report.sent, report.retried, report.deferred, report.failed)
@@ -151,7 +152,7 @@ class SlackDeliverer:
                 time.sleep(wait)
         self._last_post[channel] = time.monotonic()
 
-    def _send_one(self, row_id: int, held: set[str], report: SlackReport) -> None:
+    def _send_one(self, row_id: int, report: SlackReport) -> None:
         prepared = self._prepare(row_id)
         if prepared is None:
             self._set(row_id, status=OutboxStatus.queued, attempts=SlackPost.attempts - 1,
@@ -160,17 +161,21 @@ class SlackDeliverer:
             return
         method, body, meta = prepared
         channel = body["channel"]
-        if channel in held:  # Slack asked us to wait: keep this channel's order, try later
-            self._release([row_id])
+        wait_until = self._not_before.get(channel)
+        if wait_until is not None and self.now() < wait_until:
+            # Slack asked us to wait on this channel: later posts wait too, keeping their order
+            self._set(row_id, status=OutboxStatus.queued, attempts=SlackPost.attempts - 1, next_attempt_at=wait_until)
+            report.deferred += 1
             return
         self._pace(channel)
         try:
             data = self._call(method, body)
         except RateLimited as exc:
-            held.add(channel)
+            self._not_before[channel] = self.now() + dt.timedelta(seconds=exc.retry_after)
             self._set(row_id, status=OutboxStatus.queued, attempts=SlackPost.attempts - 1, last_error=str(exc),
-                      next_attempt_at=self.now() + dt.timedelta(seconds=exc.retry_after))
+                      next_attempt_at=self._not_before[channel])
             report.retried += 1
+            log.info("slack: %s; channel %s waits", exc, channel)
             return
         except SlackApiError as exc:
             error = str(exc.response.get("error") or f"HTTP {exc.response.status_code}")

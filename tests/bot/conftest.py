@@ -12,6 +12,7 @@ from handlers.staff import execute
 from renewdesk.runtime import WebServer, bind
 from renewdesk.web import build_web_app
 from tests.support.slack_api import FakeSlack, SlackSender
+from tests.support.smtp_sink import SmtpSink
 
 SECRET = "test-signing-secret"
 CHANNEL = "CSTAFF"
@@ -26,9 +27,15 @@ def fake_slack():
 
 
 @pytest.fixture
-def settings(db_url, fake_slack):
+def sink():
+    with SmtpSink() as running:
+        yield running
+
+
+@pytest.fixture
+def settings(db_url, fake_slack, sink):
     return load_settings({}, database_url=db_url, secret_key="test-secret", mail_domain="desk.example.test",
-                         outbound_smtp_url="smtp://127.0.0.1:1", slack_bot_token="xoxb-test",
+                         outbound_smtp_url=sink.url, slack_bot_token="xoxb-test",
                          slack_signing_secret=SECRET, slack_channel=CHANNEL, slack_api_url=fake_slack.api_url)
 
 
