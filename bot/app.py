@@ -33,11 +33,14 @@ def build_app(services: Any) -> App:
     s = services.settings
     if not s.slack_bot_token or not (s.slack_signing_secret or s.slack_app_token):
         raise SettingsError("Slack needs SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN for Socket Mode)")
+    bolt_log = logging.getLogger("renewdesk.slack.bolt")
+    level, bolt_log.level = bolt_log.level, logging.ERROR  # bolt warns when SLACK_BOT_TOKEN is also in the environment
     app = App(signing_secret=s.slack_signing_secret or "",
               request_verification_enabled=bool(s.slack_signing_secret), client=web_client(s),
               token_verification_enabled=False,  # no call to Slack at start-up: auth.test runs on first use
               listener_executor=ThreadPoolExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="slack"),
-              logger=logging.getLogger("renewdesk.slack.bolt"))
+              logger=bolt_log)
+    bolt_log.setLevel(level)
     for module in (desk, actions, modals, threads, home):
         module.register(app, services)
     return app

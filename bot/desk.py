@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from handlers.errors import InvalidInput, RenewdeskError
@@ -57,11 +58,24 @@ def ask_first(services: Any, words: str, user: str) -> dict[str, Any]:
     return render.confirm_message(words, shown, problem)
 
 
+WORKERS = 4
+
+
 def register(app: Any, services: Any) -> None:
+    # The work after the acknowledgement runs on a few threads of its own: a burst of commands
+    # queues there instead of crowding out the acknowledgements of the commands behind it.
+    workers = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="desk")
+
+    def work(words: str, user: str, respond: Any) -> None:
+        try:
+            respond(**answer(services, words, user))
+        except Exception:
+            log.exception("slack: could not answer /desk %s", words)
+
     @app.command("/desk")
     def desk(ack: Any, command: dict[str, Any], respond: Any) -> None:
         ack()  # within Slack's 3 seconds, before any database work
-        respond(**answer(services, command.get("text") or "", command["user_id"]))
+        workers.submit(work, command.get("text") or "", command["user_id"], respond)
 
     @app.action("desk_confirm")
     def confirmed(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any) -> None:
