@@ -302,7 +302,16 @@ class Deliverer:
         log.info("outbox: sent mail %s to %s", row_id, ", ".join(r for r in recipients if r not in refused))
 
     def _fail(self, row_id: int, error: str, report: DeliveryReport) -> None:
-        self._set(row_id, status=OutboxStatus.failed, last_error=error, claimed_at=None, claimed_by=None)
+        from handlers.services import Tx
+        from handlers.slack_cards import queue_failed_delivery
+
+        with self.services.db.transaction() as s:  # the failure and its Slack card in one transaction
+            tx = Tx(session=s, services=self.services, actor="system:outbox", now=self.now())
+            if s.execute(update(OutboundMail).where(self._mine(row_id)).values(
+                    status=OutboxStatus.failed, last_error=error, claimed_at=None, claimed_by=None)).rowcount:
+                queue_failed_delivery(tx, s.get(OutboundMail, row_id))
+        for fn in tx._after_commit:
+            fn()
         report.failed += 1
         report.errors.append(error)
         log.warning("outbox: mail %s failed: %s", row_id, error)

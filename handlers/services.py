@@ -55,6 +55,7 @@ class Services:
         self.db = db or Database(settings)
         self.outbox_wakeup = threading.Event()   # set when mail is queued: deliver now
         self.inbox_wakeup = threading.Event()    # set when mail is stored: process now
+        self.slack_wakeup = threading.Event()    # set when a Slack post is queued: post now
         self._secret: bytes | None = None
 
     def run(self, operation: Callable[..., T], *args: Any, actor: str = "system", readonly: bool = False,

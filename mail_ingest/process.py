@@ -24,6 +24,7 @@ from handlers.inbox import over_flood_cap
 from handlers.mail_facts import FactAttachment, MailFacts
 from handlers.models import InboundMail, InboundStatus
 from handlers.renewals.replies import handle_reply as renewal_reply
+from handlers.slack_cards import queue_quarantine_card
 from handlers.tickets.intake import receive
 from mail_ingest import authres
 from mail_ingest.classify import Envelope, classify
@@ -52,6 +53,8 @@ def _take(tx: Any, limit: int) -> int:
             log.exception("inbox: message %s could not be processed", row.id)
             row.status, row.classification = InboundStatus.quarantined, "error"
             row.reason = f"processing failed: {exc.__class__.__name__}: {exc}"[:2000]
+        if row.status == InboundStatus.quarantined:
+            queue_quarantine_card(tx, row)  # shown to staff at once (Promise 2)
     return len(rows)
 
 

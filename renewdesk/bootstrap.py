@@ -103,6 +103,7 @@ def run_all(settings: Settings, *, demo: bool = False) -> int:
             loop.start()
             stops.append(loop.stop)
         stops += _start_imap(services)
+        stops += start_slack(services)
         web = WebServer(build_web_app(services, in_process_scheduler=scheduler), sock)
         web.start()
         stops.append(web.stop)
@@ -113,6 +114,23 @@ def run_all(settings: Settings, *, demo: bool = False) -> int:
     _banner(settings, demo)
     wait_for_signal(stops)
     return 0
+
+
+def start_slack(services: Services, *, socket_mode: bool = True) -> list:
+    """The Slack delivery loop (cards, thread posts) and, with SLACK_APP_TOKEN, Socket Mode."""
+    from renewdesk.runtime import slack_loop
+
+    stops: list = []
+    loop = slack_loop(services)
+    if loop is not None:
+        loop.start()
+        stops.append(loop.stop)
+    from bot import build_app, socket_mode_enabled
+    if socket_mode and socket_mode_enabled(services.settings):
+        from bot.app import start_socket_mode
+        handler = start_socket_mode(build_app(services), services.settings)
+        stops.append(handler.close)
+    return stops
 
 
 def _start_imap(services: Services) -> list:
@@ -139,9 +157,10 @@ def run_web(settings: Settings) -> int:
 
     sock = bind(settings.web_host, settings.port, "the web app", "PORT")
     services = open_services(settings)
+    stops = [services.close, *start_slack(services)]
     web = WebServer(build_web_app(services), sock)
     web.start()
-    wait_for_signal([services.close, web.stop])
+    wait_for_signal([*stops, web.stop])
     return 0
 
 
@@ -156,6 +175,7 @@ def run_worker(settings: Settings) -> int:
     for loop in (delivery_loop(services), inbox_loop(services)):
         loop.start()
         stops.append(loop.stop)
+    stops += start_slack(services, socket_mode=False)
     wait_for_signal(stops)
     return 0
 

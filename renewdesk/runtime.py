@@ -90,6 +90,18 @@ def delivery_loop(services: Any) -> Loop:
                 services.settings.outbox_poll_seconds, stopping)
 
 
+def slack_loop(services: Any) -> Loop | None:
+    """Posts queued Slack cards and thread replies (None when Slack is not configured)."""
+    from handlers.slack_cards import enabled
+    if not enabled(services.settings):
+        return None
+    from bot.delivery import SlackDeliverer
+    stopping = threading.Event()
+    deliverer = SlackDeliverer(services, stopping=stopping)
+    return Loop("slack", lambda: deliverer.deliver_due().sent, services.slack_wakeup,
+                services.settings.outbox_poll_seconds, stopping)
+
+
 def inbox_loop(services: Any) -> Loop:
     """Processes stored mail; wakes at once when a door stores a message."""
     from mail_ingest.process import process_batch

@@ -1,4 +1,4 @@
-"""The HTTP side: `/healthz` and the renewal pages; the Slack endpoint plugs in here."""
+"""The HTTP side: `/healthz`, the renewal pages and the Slack endpoint `POST /slack/events`."""
 from __future__ import annotations
 
 from typing import Any
@@ -26,7 +26,32 @@ def build_web_app(services: Any, *, in_process_scheduler: Any = None) -> Starlet
         return PlainTextResponse(f"renewdesk for {services.settings.business_name}: see /healthz\n")
 
     from renewdesk import web_renewals
-    return Starlette(routes=[Route("/healthz", healthz), Route("/", index), *web_renewals.routes(services)])
+    return Starlette(routes=[Route("/healthz", healthz), Route("/", index),
+                             Route("/slack/events", slack_endpoint(services), methods=["POST"]),
+                             *web_renewals.routes(services)])
+
+
+def slack_endpoint(services: Any) -> Any:
+    """Slack's commands, events and interactivity; 503 with the reason when Slack is not configured.
+
+    slack-bolt verifies the signature and timestamp. Its dispatch blocks until the listener
+    acknowledges, so it runs in a worker thread, never on the event loop.
+    """
+    from bot import build_app, http_enabled
+
+    if not http_enabled(services.settings):
+        async def off(request: Request) -> JSONResponse:
+            return JSONResponse({"error": "Slack is not configured: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET"},
+                                status_code=503)
+        return off
+
+    from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+    app = build_app(services)
+
+    async def events(request: Request) -> Any:
+        bolt_request = to_bolt_request(request, await request.body())
+        return to_starlette_response(await _in_thread(app.dispatch, bolt_request))
+    return events
 
 
 async def _in_thread(fn: Any, *args: Any) -> Any:

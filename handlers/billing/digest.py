@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select
 
+from handlers import slack_cards
 from handlers.billing.common import OPEN_STATUSES, SCHEDULER, day_start, today
 from handlers.billing.dunning import forecast  # also registers the billing sweeps, which run before the digest
 from handlers.jobs import Sweep, register_sweep
@@ -116,6 +117,7 @@ def send_digest(tx: "Tx", *, manual: bool = False) -> dict[str, Any]:
                     dedupe_key=None if manual else f"digest:{content['day']}")
         content["emailed_to"] = to
     tx.audit("digest.build", manual=manual, counts=content["counts"], emailed_to=to)
+    slack_cards.queue_digest(tx, content, manual=manual)  # and in the staff channel
     return content
 
 

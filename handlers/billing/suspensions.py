@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from handlers import slack_cards
 from handlers.billing.common import day_start, invoice_context, send, today
 from handlers.models import (Account, AccountStatus, Invoice, InvoiceStatus, Service, ServiceEvent, ServiceStatus,
                              Suspension, SuspensionReason)
@@ -99,6 +100,7 @@ def suspend(tx: "Tx", acc: Account, *, reason: SuspensionReason, text: str = "",
         context["credit"] = {"position": fmt(state.position, acc.currency), "limit": fmt(state.limit, acc.currency),
                              "to_pay": fmt(max(0, 1 - state.headroom), acc.currency)}
     send(tx, acc, "suspension_notice", context, f"suspension:{sus.id}:notice")
+    slack_cards.queue_suspension_card(tx, sus)  # automatic ones only
     return sus
 
 

@@ -18,7 +18,7 @@ from handlers.staff.grammar import BY_NAME, COMMANDS, Command, Parsed, parse, sl
 if TYPE_CHECKING:
     from handlers.services import Services, Tx
 
-__all__ = ["BY_NAME", "COMMANDS", "Command", "Parsed", "Reply", "actor_for", "envelope", "execute",
+__all__ = ["BY_NAME", "COMMANDS", "Command", "Parsed", "Reply", "actor_for", "authorize", "envelope", "execute", "preview",
            "is_available", "parse", "register"]
 
 
@@ -45,6 +45,44 @@ def execute(services: "Services", words: str | Sequence[str], *, as_user: str | 
     return services.run(_dispatch, parsed, as_user, actor=actor, readonly=not parsed.command.writes)
 
 
+def authorize(services: "Services", words: str | Sequence[str], *, as_user: str) -> Parsed:
+    """Parse and check the role without running anything (Slack asks before destructive commands)."""
+    try:
+        as_user = slack_user_id(as_user)
+    except ValueError:
+        raise InvalidInput(f"not a Slack user id: {as_user!r}") from None
+    try:
+        parsed = parse(words)
+    except InvalidInput:
+        services.run(_member, as_user, actor=actor_for(as_user), readonly=True)
+        raise
+    services.run(_allowed, parsed.command, as_user, actor=actor_for(as_user), readonly=True)
+    return parsed
+
+
+class _Preview(Exception):
+    """Carries a command's answer out of a transaction that must not commit."""
+
+    def __init__(self, reply: Reply):
+        super().__init__("preview")
+        self.reply = reply
+
+
+def preview(services: "Services", words: str | Sequence[str], *, as_user: str | None) -> Reply:
+    """What a command would answer, run in a transaction that is rolled back: nothing changes,
+    no mail or Slack post is queued (Slack shows it before asking to confirm a destructive command)."""
+    parsed = authorize(services, words, as_user=as_user) if as_user is not None else parse(words)
+    as_user = slack_user_id(as_user) if as_user is not None else None
+
+    def dry(tx: "Tx") -> None:
+        raise _Preview(_dispatch(tx, parsed, as_user))
+    try:
+        services.run(dry, actor=actor_for(as_user))
+    except _Preview as done:
+        return done.reply
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _member(tx: "Tx", as_user: str) -> StaffMember:
     found = _team.member(tx, as_user)
     if found is None:
@@ -54,14 +92,17 @@ def _member(tx: "Tx", as_user: str) -> StaffMember:
 
 
 def _dispatch(tx: "Tx", parsed: Parsed, as_user: str | None) -> Reply:
-    command = parsed.command
     if as_user is not None:
-        role = _member(tx, as_user).role.value
-        if not command.allows(role):
-            needed = " or ".join(command.roles)
-            raise NotAllowed(f"`{command.name}` needs the {needed} role; you are {role}",
-                             hint="an admin can change your role with `team add`")
-    return handler_for(command.name)(tx, parsed.args)
+        _allowed(tx, parsed.command, as_user)
+    return handler_for(parsed.command.name)(tx, parsed.args)
+
+
+def _allowed(tx: "Tx", command: Command, as_user: str) -> None:
+    role = _member(tx, as_user).role.value
+    if not command.allows(role):
+        needed = " or ".join(command.roles)
+        raise NotAllowed(f"`{command.name}` needs the {needed} role; you are {role}",
+                         hint="an admin can change your role with `team add`")
 
 
 def envelope(outcome: Reply | BaseException) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 from sqlalchemy import select
 
+from handlers import slack_cards
 from handlers.mail_facts import MailFacts
 from handlers.models import (Account, Attachment, Contact, InboundMail, MessageKind, OutboundMail, Ticket,
                              TicketMessage, TicketStatus)
@@ -122,12 +123,14 @@ def open_ticket(tx: Any, account: Account, contact: Contact | None, facts: MailF
              previous=previous.id if previous else None)
     if not quiet:
         mailing.acknowledge(tx, ticket, message.body[:EXCERPT_CHARS])
+    slack_cards.queue_ticket_card(tx, ticket)  # the staff channel's card: the parent of the ticket's thread
     return ticket
 
 
 def _reply(tx: Any, ticket: Ticket, facts: MailFacts, layer: str) -> Outcome:
     before = ticket.status
-    add_client_message(tx, ticket, facts, MessageKind.client)
+    message = add_client_message(tx, ticket, facts, MessageKind.client)
+    slack_cards.queue_thread_post(tx, ticket, message)  # the client's mail in the card's thread
     if ticket.status == TicketStatus.closed or ticket.archived:
         ticket.archived, ticket.closed_at = False, None
         ticket.status = TicketStatus.customer_reply

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from handlers import slack_cards
 from handlers.errors import Conflict, InvalidInput, NotFound
 from handlers.models import Account, Attachment, Contact, MessageKind, Ticket, TicketMessage, TicketStatus
 from handlers.tickets import mailing, refs
@@ -87,14 +88,18 @@ def reply(tx: Any, ticket_id: int, text: str) -> dict[str, Any]:
     ticket.status, ticket.archived, ticket.closed_at = TicketStatus.answered, False, None
     tx.audit("ticket.reply", subject=ticket, account_id=ticket.account_id, message=message.id,
              outbound_mail=mail.id if mail else None, status_from=str(before))
+    slack_cards.queue_thread_post(tx, ticket, message)  # shown in the card's thread, marked as sent
     return {"ticket": ticket.id, "message": message.id, "emailed_to": list(mail.recipients) if mail else [],
             "outbound_mail_id": mail.id if mail else None}
 
 
-def note(tx: Any, ticket_id: int, text: str) -> dict[str, Any]:
+def note(tx: Any, ticket_id: int, text: str, *, slack_ts: str | None = None) -> dict[str, Any]:
+    """An internal note; ``slack_ts``: it was written in the card's Slack thread (and is not posted there again)."""
     ticket = get(tx, ticket_id)
     message = _message(tx, ticket, MessageKind.note, text)
+    message.slack_ts = slack_ts
     tx.audit("ticket.note", subject=ticket, account_id=ticket.account_id, message=message.id)
+    slack_cards.queue_thread_post(tx, ticket, message)
     return {"ticket": ticket.id, "message": message.id}
 
 

@@ -1,0 +1,146 @@
+"""Queue the staff channel's Slack posts in the same transaction as their cause.
+
+Operations call the ``queue_*`` hooks; each writes one ``slack_post`` row (the outbox for
+Slack) and does nothing when Slack is not configured (no bot token or no staff channel).
+The delivery loop (:mod:`bot.delivery`) posts the rows later, paced per channel, retried,
+honouring Slack's ``Retry-After``; so a Slack outage delays cards and loses none.
+
+A ``dedupe_key`` makes a post exactly-once, as ``outbound_mail.dedupe_key`` does for mail.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from handlers import slack_blocks as blocks
+from handlers.models import (InboundMail, OutboundMail, SlackPost, Suspension, SuspensionReason, Ticket,
+                             TicketMessage)
+
+
+def enabled(settings: Any) -> bool:
+    """Cards need both a bot token and the staff channel."""
+    return bool(settings.slack_bot_token and settings.slack_channel)
+
+
+def queue_post(tx: Any, message: dict[str, Any], *, dedupe_key: str | None = None, channel: str | None = None,
+               thread_ts: str | None = None, update_ts: str | None = None, method: str = "chat.postMessage",
+               ticket_id: int | None = None, meta: dict[str, Any] | None = None) -> SlackPost | None:
+    """Add one post (or ``chat.update``) to the Slack outbox; None when Slack is off.
+
+    ``meta`` is ours, never sent: ``thread_of_ticket`` (post into that ticket's thread once its
+    card is posted), ``card_of_ticket`` (the update targets that ticket's card), ``message``
+    (the ticket message this post shows), ``card`` (what the post is).
+    """
+    if not enabled(tx.settings):
+        return None
+    if dedupe_key is not None:
+        existing = tx.session.scalar(select(SlackPost).where(SlackPost.dedupe_key == dedupe_key))
+        if existing is not None:
+            return existing
+    row = SlackPost(dedupe_key=dedupe_key, method=method, channel=channel or tx.settings.slack_channel,
+                    thread_ts=thread_ts, update_ts=update_ts, ticket_id=ticket_id,
+                    payload={**message, "meta": meta or {}}, created_at=tx.now, next_attempt_at=tx.now)
+    if dedupe_key is None:
+        tx.session.add(row)
+        tx.session.flush()
+    else:
+        try:
+            with tx.session.begin_nested():
+                tx.session.add(row)
+        except IntegrityError:  # another process queued the same post first
+            return tx.session.scalar(select(SlackPost).where(SlackPost.dedupe_key == dedupe_key))
+    wakeup = getattr(tx.services, "slack_wakeup", None)
+    if wakeup is not None:
+        tx.after_commit(wakeup.set)
+    return row
+
+
+# -- tickets ----------------------------------------------------------------------------------
+
+def queue_ticket_card(tx: Any, ticket: Ticket) -> SlackPost | None:
+    """A new ticket's card, which becomes the parent of the ticket's thread."""
+    if not enabled(tx.settings):
+        return None
+    return queue_post(tx, blocks.ticket_card(tx, ticket), dedupe_key=f"ticket:{ticket.id}:card", ticket_id=ticket.id,
+                      meta={"card": "ticket", "ticket": ticket.id})
+
+
+def queue_thread_post(tx: Any, ticket: Ticket, message: TicketMessage) -> SlackPost | None:
+    """A ticket message into the card's thread; not for a message that came from the thread."""
+    if not enabled(tx.settings) or message.slack_ts:
+        return None
+    if ticket.slack_ts is None and tx.session.scalar(select(SlackPost.id).where(
+            SlackPost.dedupe_key == f"ticket:{ticket.id}:card")) is None:
+        queue_ticket_card(tx, ticket)  # a ticket from before Slack was set up gets its card now
+    return queue_post(tx, blocks.thread_message(message), dedupe_key=f"ticket_message:{message.id}:slack",
+                      channel=ticket.slack_channel, thread_ts=ticket.slack_ts, ticket_id=ticket.id,
+                      meta={"thread_of_ticket": ticket.id, "message": message.id})
+
+
+def refresh_ticket_card(tx: Any, ticket: Ticket, last: str | None = None) -> SlackPost | None:
+    """Show the ticket's current state on its card (``chat.update``), with who acted last."""
+    if not enabled(tx.settings):
+        return None
+    if ticket.slack_ts is None and tx.session.scalar(select(SlackPost.id).where(
+            SlackPost.dedupe_key == f"ticket:{ticket.id}:card")) is None:
+        return queue_ticket_card(tx, ticket)
+    return queue_post(tx, blocks.ticket_card(tx, ticket, last), method="chat.update", channel=ticket.slack_channel,
+                      update_ts=ticket.slack_ts, ticket_id=ticket.id, meta={"card_of_ticket": ticket.id})
+
+
+def refresh_card(tx: Any, block_id: str, channel: str, ts: str, last: str) -> SlackPost | None:
+    """Rebuild the card a button sat on (named by its actions block: ``card:KIND:ID``) in place."""
+    parts = block_id.split(":")
+    if len(parts) < 3 or parts[0] != "card" or not parts[2].isdigit():
+        return None
+    kind, ident = parts[1], int(parts[2])
+    if kind == "ticket":
+        ticket = tx.session.get(Ticket, ident)
+        return refresh_ticket_card(tx, ticket, last) if ticket else None
+    if kind == "suspension":
+        sus = tx.session.get(Suspension, ident)
+        message = blocks.suspension_card(tx, sus, last) if sus else None
+    elif kind == "inbox":
+        row = tx.session.get(InboundMail, ident)
+        message = blocks.quarantine_card(tx, row, last) if row else None
+    else:
+        return None
+    if message is None:
+        return None
+    return queue_post(tx, message, method="chat.update", channel=channel, update_ts=ts, meta={"card": kind})
+
+
+# -- the other cards --------------------------------------------------------------------------
+
+def queue_quarantine_card(tx: Any, row: InboundMail) -> SlackPost | None:
+    """Mail that could not be read or processed: staff see it at once (nothing is dropped silently)."""
+    if not enabled(tx.settings):
+        return None
+    return queue_post(tx, blocks.quarantine_card(tx, row), dedupe_key=f"inbound:{row.id}:quarantined:{row.attempts}",
+                      meta={"card": "inbox", "inbound": row.id})
+
+
+def queue_suspension_card(tx: Any, sus: Suspension) -> SlackPost | None:
+    """An automatic suspension (overdue, credit limit); staff's own suspensions need no card."""
+    if not enabled(tx.settings) or sus.reason == SuspensionReason.manual:
+        return None
+    return queue_post(tx, blocks.suspension_card(tx, sus), dedupe_key=f"suspension:{sus.id}:card",
+                      meta={"card": "suspension", "suspension": sus.id})
+
+
+def queue_failed_delivery(tx: Any, mail: OutboundMail) -> SlackPost | None:
+    """An email that could not be delivered for good."""
+    if not enabled(tx.settings):
+        return None
+    return queue_post(tx, blocks.failed_delivery_card(tx, mail),
+                      dedupe_key=f"outbound:{mail.id}:failed:{mail.attempts}", meta={"card": "failed_mail"})
+
+
+def queue_digest(tx: Any, content: dict[str, Any], *, manual: bool) -> SlackPost | None:
+    """The staff digest in the channel: the daily one once per day (and not when empty)."""
+    if not enabled(tx.settings) or (content.get("empty") and not manual):
+        return None
+    return queue_post(tx, blocks.digest_message(content), dedupe_key=None if manual else f"digest:{content['day']}:slack",
+                      meta={"card": "digest"})
