@@ -147,6 +147,12 @@ class Settings:
     sales_email: str | None = _setting(
         "RENEWDESK_SALES_EMAIL", None, "who completes renewal decisions for accounts without a sales contact "
         "(unset: the staff channel)")
+    renewal_confirm_days: str = _setting(
+        "RENEWDESK_RENEWAL_CONFIRM_DAYS", "", "days before expiry that an undecided domain's account is also "
+        "emailed a confirmation request with an activation code (empty: none)")
+    renewal_invoices: str = _setting(
+        "RENEWDESK_RENEWAL_INVOICES", "on", "`on`: a renewal the client confirms (or an automatic one) raises its "
+        "invoice at once; `off`: the sales contact invoices by hand")
     log_level: str = _setting("RENEWDESK_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR")
     config_file: str | None = _setting(
         "RENEWDESK_CONFIG", None, "optional TOML file with any of these settings (environment wins)")
@@ -164,6 +170,20 @@ class Settings:
     def reminder_days(self) -> tuple[int, ...]:
         """Renewal reminder offsets in days before expiry, largest first (0: the day itself)."""
         return _offsets("RENEWDESK_RENEWAL_REMINDER_DAYS", self.renewal_reminder_days)
+
+    @property
+    def confirm_days(self) -> int | None:
+        """Days before expiry of the sweep's confirmation request (None: off)."""
+        found = _offsets("RENEWDESK_RENEWAL_CONFIRM_DAYS", self.renewal_confirm_days)
+        if len(found) > 1:
+            raise SettingsError("RENEWDESK_RENEWAL_CONFIRM_DAYS: one number of days (or empty), "
+                                f"not {self.renewal_confirm_days!r}")
+        return found[0] if found else None
+
+    @property
+    def invoice_renewals(self) -> bool:
+        """Whether a renewal decision raises its invoice."""
+        return _switch("RENEWDESK_RENEWAL_INVOICES", self.renewal_invoices)
 
     @property
     def is_sqlite(self) -> bool:
@@ -321,6 +341,7 @@ def validate(settings: Settings) -> None:
                       ("RENEWDESK_RENEWAL_LINK_DAYS", settings.renewal_link_days)):
         if not 1 <= days <= 366:
             raise SettingsError(f"{env}: must be 1 to 366 days, not {days}")
+    settings.confirm_days, settings.invoice_renewals  # noqa: B018  (each raises SettingsError when malformed)
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError(f"RENEWDESK_LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR, not {settings.log_level!r}")
 
@@ -335,3 +356,13 @@ def _offsets(env: str, text: str) -> tuple[int, ...]:
             raise SettingsError(f"{env}: not a comma-separated list of whole numbers (0 to 400): {text!r}")
         values.append(int(part))
     return tuple(sorted(set(values), reverse=True))
+
+
+def _switch(env: str, text: str) -> bool:
+    """``on``/``off`` (also true/false, yes/no, 1/0, any case)."""
+    value = str(text).strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise SettingsError(f"{env}: `on` or `off`, not {text!r}")

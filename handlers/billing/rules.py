@@ -242,6 +242,12 @@ def plan_charges(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
     return rule(tx, acc, assumed)
 
 
+def renewal_automation(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
+    """Automatic renewal, confirmation requests, removal after expiry (see :mod:`handlers.renewals.automation`)."""
+    from handlers.renewals.automation import plan_account
+    return plan_account(tx, acc, assumed)
+
+
 # the order of a sweep: month-end charges come before the credit limit they count against
 RULES: dict[str, Callable[["Tx", Account, set[Key]], list[Action]]] = {
     "invoice_notices": invoice_notices,
@@ -249,4 +255,5 @@ RULES: dict[str, Callable[["Tx", Account, set[Key]], list[Action]]] = {
     "removals": removals,
     "plan_charges": plan_charges,
     "credit_limits": credit_limits,
+    "renewal_automation": renewal_automation,
 }

@@ -9,10 +9,11 @@ from typing import Any, Sequence
 from sqlalchemy import select
 
 from handlers.clock import local_date
-from handlers.models import (Account, DecisionAction, RenewalDecision, RenewalRequest, Service, ServiceEvent,
+from handlers.models import (Account, DecisionAction, Invoice, RenewalDecision, RenewalRequest, Service, ServiceEvent,
                              ServiceStatus, SlackPost)
 from handlers.outbox import Recipient, queue_email
 from handlers.renewals.grammar import ALL, MAX_YEARS, MIN_YEARS, ParsedReply
+from handlers.renewals.invoicing import context as invoice_context, invoice_of, raise_invoice
 from handlers.renewals.occasions import in_cycle
 
 
@@ -117,7 +118,9 @@ def apply(tx: Any, account: Account, choices: Sequence[Choice], auth: Authority)
     if auth.request is not None and decisions:
         auth.request.uses += 1
     if decisions:
-        notify_sales(tx, account, decisions, {c.service.id: c.service for c in choices}, auth)
+        by_id = {c.service.id: c.service for c in choices}
+        invoice = raise_invoice(tx, account, decisions, by_id)
+        notify_sales(tx, account, decisions, by_id, auth, invoice=invoice)
     return decisions
 
 
@@ -129,7 +132,7 @@ def _lines(decisions: Sequence[RenewalDecision], services: dict[int, Service]) -
 
 
 def notify_sales(tx: Any, account: Account, decisions: Sequence[RenewalDecision], services: dict[int, Service],
-                 auth: Authority) -> str:
+                 auth: Authority, invoice: Invoice | None = None) -> str:
     """Email the account's sales contact (or ``RENEWDESK_SALES_EMAIL``, else post to the staff channel)."""
     lines = _lines(decisions, services)
     key = f"renewal_sales:{decisions[0].id}"
@@ -137,12 +140,14 @@ def notify_sales(tx: Any, account: Account, decisions: Sequence[RenewalDecision]
     if to:
         queue_email(tx, "renewal_sales", {"account_name": account.name, "account_ref": account.ref, "lines": lines,
                                           "actor": auth.actor, "auth_method": auth.auth_method,
-                                          "channel": auth.channel, "recipient_name": ""},
+                                          "channel": auth.channel, "recipient_name": "",
+                                          "invoice": invoice_context(invoice)},
                     to=[Recipient(to)], account_id=account.id, dedupe_key=key)
         return to
     if tx.settings.slack_channel:
         text = f"Renewal decisions for {account.name} ({account.ref}), by {auth.actor} via {auth.channel}: " + \
-            "; ".join(line["text"] for line in lines) + ". Please complete them."
+            "; ".join(line["text"] for line in lines) + ". Please complete them." + \
+            (f" Invoice {invoice.number} was raised." if invoice is not None else "")
         tx.session.add(SlackPost(dedupe_key=key, channel=tx.settings.slack_channel, payload={"text": text},
                                  created_at=tx.now, next_attempt_at=tx.now))
         return f"slack:{tx.settings.slack_channel}"
@@ -153,11 +158,12 @@ def notify_sales(tx: Any, account: Account, decisions: Sequence[RenewalDecision]
 def confirm(tx: Any, account: Account, decisions: Sequence[RenewalDecision], services: dict[int, Service],
             to: Sequence[Recipient], *, page_url: str | None, in_reply_to: str | None = None,
             subject: str | None = None) -> None:
-    """The confirmation: exactly the decisions recorded, to the people who should know."""
+    """The confirmation: exactly the decisions recorded (and their invoice), to the people who should know."""
+    invoice = invoice_context(invoice_of(tx, decisions))
     for r in to:
         queue_email(tx, "renewal_confirmation", {"recipient_name": r.name, "account_name": account.name,
                                                  "lines": _lines(decisions, services), "page_url": page_url,
-                                                 "reply_subject": subject},
+                                                 "reply_subject": subject, "invoice": invoice},
                     to=[r], account_id=account.id, in_reply_to=in_reply_to,
                     references=[in_reply_to] if in_reply_to else (),
                     dedupe_key=f"renewal_confirmation:{decisions[0].id}:{r.email.lower()}")

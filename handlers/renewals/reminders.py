@@ -55,9 +55,9 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 # -- the plan: what is due from ``first`` to ``today`` -----------------------------------------
 
-def window_start(tx: Any, today: dt.date) -> dt.date:
+def window_start(tx: Any, today: dt.date, job: str = JOB) -> dt.date:
     """The first day this run covers: the day after the last covered day, or today."""
-    row = tx.session.get(JobRun, JOB)
+    row = tx.session.get(JobRun, job)
     if row is None or row.watermark is None:
         return today
     last = local_date(row.watermark, tx.settings.tz)
@@ -72,8 +72,9 @@ def plan(tx: Any, first: dt.date, today: dt.date) -> list[Due]:
         lo, hi = occ.expiry_range(first, today)
         if lo > hi:
             continue
+        # a service on auto-renew is not asked: the automation renews it at this occasion instead
         rows = tx.session.execute(select(Service.id, Service.account_id, Service.expires_on).where(
-            Service.expires_on.between(lo, hi), Service.status.in_(REMINDED)))
+            Service.expires_on.between(lo, hi), Service.status.in_(REMINDED), Service.auto_renew.is_(False)))
         found.update((sid, (aid, exp)) for sid, aid, exp in rows)
     planned = [Due(sid, aid, exp, occ) for sid, (aid, exp) in sorted(found.items())
                if (occ := due(all_occ, exp, first, today)) is not None]
@@ -175,17 +176,19 @@ def remind(tx: Any, batch: dict[int, list[Due]], today: dt.date) -> list[str]:
     for account in accounts:
         # the plan was read in another transaction: keep only what is still true
         items = [(svcs[d.service_id], d) for d in batch[account.id] if d.service_id in svcs
-                 and svcs[d.service_id].expires_on == d.expires_on and svcs[d.service_id].status in REMINDED]
+                 and svcs[d.service_id].expires_on == d.expires_on and svcs[d.service_id].status in REMINDED
+                 and not svcs[d.service_id].auto_renew]
         line = _remind_account(tx, account, items, today) if items else None
         if line:
             lines.append(line)
     return lines
 
 
-def _advance(tx: Any, today: dt.date, started: dt.datetime) -> None:
-    row = tx.session.get(JobRun, JOB)
+def advance(tx: Any, today: dt.date, started: dt.datetime, job: str = JOB) -> None:
+    """Record that ``job`` covered every day up to ``today``."""
+    row = tx.session.get(JobRun, job)
     if row is None:
-        row = JobRun(name=JOB, runs=0)
+        row = JobRun(name=job, runs=0)
         tx.session.add(row)
     mark = dt.datetime.combine(today, dt.time(12), tzinfo=tx.settings.tz).astimezone(dt.timezone.utc)
     if row.watermark is None or row.watermark < mark:
@@ -211,7 +214,7 @@ def sweep(services: Any, at: dt.datetime, dry_run: bool = False) -> list[str]:
         lines += services.run(remind, {a: by_account[a] for a in part}, today, actor=ACTOR)
     for attempt in range(2):
         try:
-            services.run(_advance, today, started, actor=ACTOR)
+            services.run(advance, today, started, actor=ACTOR)
             break
         except IntegrityError:  # another scheduler created the row first: update theirs
             if attempt:

@@ -13,10 +13,9 @@ from handlers.errors import InvalidInput
 from handlers.models import Role
 
 ROLES = EVERYONE = tuple(r.value for r in Role)
-ADMIN, BILLING, SUPPORT = ("admin",), ("admin", "billing"), ("admin", "support")
+ADMIN, BILLING, SUPPORT, STAFF = ("admin",), ("admin", "billing"), ("admin", "support"), ("admin", "billing", "support")
 
-# A final positional with one of these names takes the rest of the words.
-REST_NAMES = ("TEXT", "REASON", "COMMAND")
+REST_NAMES = ("TEXT", "REASON", "COMMAND")  # a final positional with one of these names takes the rest of the words
 
 
 @dataclass(frozen=True)
@@ -219,7 +218,9 @@ COMMANDS: tuple[Command, ...] = (
     declare("services", "unhold ACCOUNT", "lift a hold", BILLING, writes=True),
     declare("renewals", "renewals due [--days 90] [--account ACCOUNT]", "services expiring soon", EVERYONE),
     declare("renewals", "renewal link ACCOUNT", "an audited link to that client's renewal page (acting for the client)",
-            ("admin", "billing", "support"), writes=True),
+            STAFF, writes=True),
+    declare("renewals", "renewal confirm ACCOUNT|SERVICE", "email a confirmation request with an activation code",
+            STAFF, writes=True),
     declare("renewals", "forecast [--days 1]", "what the automation will do: reminders, suspensions, removals",
             EVERYONE),
     declare("renewals", "digest", "the daily digest, now", BILLING, writes=True),

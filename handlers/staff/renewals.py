@@ -1,13 +1,18 @@
-"""`renewals due` and `renewal link`: what expires soon, and an audited renewal page link for a client."""
+"""`renewals due`, `renewal link` and `renewal confirm`: what expires soon, an audited renewal page link for
+a client, and an emailed confirmation request with an activation code."""
 from __future__ import annotations
 
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from handlers.errors import Conflict
 from handlers.models import Invoicing
 from handlers.renewals import tokens
-from handlers.renewals.listing import accounts_of, renewable
+from handlers.renewals.confirm import request_confirmation
+from handlers.renewals.listing import RENEWABLE, accounts_of, renewable
+from handlers.renewals.people import renewal_recipients
 from handlers.staff.accounts import resolve_account
+from handlers.staff.services import resolve_target
 from handlers.staff.commands import Reply, columns, iso, register
 
 if TYPE_CHECKING:
@@ -65,3 +70,30 @@ def renewal_link(tx: "Tx", args: dict[str, Any]) -> Reply:
             f"{len(rows)} service(s) listed now:\n{url}")
     return Reply("Renewal link", text, {"account": account.ref, "url": url, "expires_at": iso(expires_at),
                                         "services": len(rows)})
+
+
+@register("renewal confirm")
+def renewal_confirm(tx: "Tx", args: dict[str, Any]) -> Reply:
+    """Email the account's renewal contacts an activation code for one service, or for everything on its
+    renewal page now; the code itself is never shown to staff."""
+    account, service = resolve_target(tx.session, args["account_or_service"])
+    if service is not None:
+        if service.status not in RENEWABLE or service.expires_on is None:
+            raise Conflict(f"{service.name} is {service.status.value}"
+                           + ("" if service.expires_on else " and has no expiry date") + "; nothing to confirm")
+        services = [service]
+    else:
+        services = [r.service for r in renewable(tx, account_id=account.id)]
+        if not services:
+            raise Conflict(f"{account.name} has nothing expiring in the next 3 months or still renewable",
+                           hint="renewals due --account ACCOUNT --days 365 shows later expiries")
+    request_confirmation(tx, account.id, [s.id for s in services])
+    to = [r.email for r in renewal_recipients(account, with_sales=False)]
+    expires_at = tx.now + dt.timedelta(days=tx.settings.renewal_link_days)
+    names = ", ".join(s.name for s in services)
+    text = (f"emailed an activation code for {names} to {', '.join(to) or 'nobody (no contact to write to)'}; "
+            f"it works once, until {expires_at.astimezone(tx.settings.tz):%Y-%m-%d %H:%M}")
+    if account.invoicing == Invoicing.paper:
+        text += f"\n{account.name} is on paper invoicing: tell the client to expect the email"
+    return Reply("Renewal confirmation request", text, {
+        "account": account.ref, "services": [s.name for s in services], "to": to, "expires_at": iso(expires_at)})

@@ -43,8 +43,9 @@ team add SLACK_USER_ID ROLE
 team remove SLACK_USER_ID
 """.strip().splitlines()
 
-# Ours beyond the interface: parking a ticket, and attaching a held sender to an account.
-EXTENSIONS = ["ticket hold T", "inbox attach ID ACCOUNT"]
+# Ours beyond the interface: parking a ticket, attaching a held sender to an account, and emailing a
+# renewal confirmation request with an activation code.
+EXTENSIONS = ["ticket hold T", "inbox attach ID ACCOUNT", "renewal confirm ACCOUNT|SERVICE"]
 
 
 def refused(words):
