@@ -127,7 +127,7 @@ def test_our_own_mail_coming_back_is_own():
     """A message we built (loop header, our Message-ID) is "own"; either signal alone suffices."""
     msg = build_message(SETTINGS, subject="Your ticket [#T-1]", text="hi", html="<p>hi</p>",
                         to=["anna@client.example"], date=dt.datetime(2026, 11, 21, tzinfo=dt.timezone.utc))
-    v = classify(parse(msg.as_bytes()), INBOUND, SETTINGS)
+    v = classify(parse(msg.raw), INBOUND, SETTINGS)
     assert (v.kind, v.rule) == ("own", "own_mail")
     assert classify(parse(raw({LOOP_HEADER: "desk.example.test"})), INBOUND, SETTINGS).kind == "own"
     assert classify(parse(raw({"Message-ID": "<rd.1@desk.example.test>"})), INBOUND, SETTINGS).kind == "own"
