@@ -61,18 +61,24 @@ def routes(services: Any) -> list[Route]:
         return page(services, "message", {"title": title, "text": text,
                                           "support_address": our_address(services.settings)}, status)
 
+    async def checked_form(request: Request, again: str) -> tuple[dict[str, str], Response | None]:
+        """The posted form, or the page refusing it: not a form, or its CSRF token does not check."""
+        form = await read_form(request)
+        if form is None:
+            return {}, refusal("Not a renewal form", "The request was not a form we sent.", 400)
+        if not pages.form_token_ok(services, request.cookies.get(COOKIE), form.get("csrf")):
+            return form, refusal("Please reload the page", "This form could not be checked (it is old, or was "
+                                 f"sent from another site). Nothing was changed: reload the page and {again}.", 403)
+        return form, None
+
     async def renew(request: Request) -> Response:
         token = request.path_params["token"]
         nonce = request.cookies.get(COOKIE) or pages.new_nonce()
         try:
             if request.method == "POST":
-                form = await read_form(request)
-                if form is None:
-                    return refusal("Not a renewal form", "The request was not a form we sent.", 400)
-                if not pages.form_token_ok(services, request.cookies.get(COOKIE), form.get("csrf")):
-                    return refusal("Please reload the page",
-                                   "This form could not be checked (it is old, or was sent from another site). "
-                                   "Nothing was changed: reload the page and choose again.", 403)
+                form, refused = await checked_form(request, "choose again")
+                if refused is not None:
+                    return refused
                 result = await run(pages.submit_page, token, form, actor="web:renewal-page")
             else:
                 result = await run(pages.show_page, token, actor="web:renewal-page", readonly=True)
@@ -91,13 +97,9 @@ def routes(services: Any) -> list[Route]:
         result = confirm.ConfirmResult("ask")
         try:
             if request.method == "POST":
-                form = await read_form(request)
-                if form is None:
-                    return refusal("Not a renewal form", "The request was not a form we sent.", 400)
-                if not pages.form_token_ok(services, request.cookies.get(COOKIE), form.get("csrf")):
-                    return refusal("Please reload the page",
-                                   "This form could not be checked (it is old, or was sent from another site). "
-                                   "Nothing was changed: reload the page and enter the code again.", 403)
+                form, refused = await checked_form(request, "enter the code again")
+                if refused is not None:
+                    return refused
                 code = form.get("code", "")
                 if form.get("step") == "decide":
                     result = await run(confirm.decide, code, form, actor="web:renewal-confirm")

@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 from handlers.billing import payments
 from handlers.models import Notice, OutboundMail, Suspension
 from handlers.staff import execute
+from tests.support.concurrency import at_once
 from tests.handlers.billing_helpers import account, account_id, billing_sweep, invoice, load, mails, notices, state, \
     sweep
 
@@ -168,26 +169,12 @@ def test_dry_run_and_forecast_change_nothing(services, clock):
 
 def test_two_schedulers_sweeping_at_once_send_everything_once(services, clock):
     """Two workers run the same day's sweeps at the same moment (PostgreSQL: row locks and unique keys)."""
-    import threading
-
     from handlers.jobs import run_sweeps
     _four(services)
     services.settings = services.settings.replace(staff_email="desk@reseller.test")
     moment = dt.datetime(2026, 11, 23, 8, tzinfo=dt.timezone.utc)
     clock.set(moment)
-    barrier, errors = threading.Barrier(2), []
-
-    def worker():
-        try:
-            barrier.wait()
-            run_sweeps(services, moment)
-        except Exception as exc:  # noqa: BLE001 - asserted below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    [t.start() for t in threads]
-    [t.join() for t in threads]
-    assert errors == []
+    assert at_once(lambda: run_sweeps(services, moment)) == []
     intents = sorted(m[0] for m in mails(services))
     assert intents == ["invoice_overdue", "invoice_overdue", "staff_digest", "suspension_notice"]
     assert state(services, "late")["suspensions"] == [("overdue", True)]

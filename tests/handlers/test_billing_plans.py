@@ -1,7 +1,6 @@
 """Month-end charges from charging plans: exact amounts on awkward quantities, each charge once across re-runs,
 concurrent sweeps and catch-up, proration, dry runs that change nothing, the credit limit, and the import."""
 import datetime as dt
-import threading
 
 import pytest
 from sqlalchemy import func, select
@@ -12,6 +11,7 @@ from handlers.importer import import_document
 from handlers.jobs import run_sweeps
 from handlers.models import LedgerEntry, Notice, UsageRecord
 from handlers.staff import execute
+from tests.support.concurrency import at_once
 from tests.handlers.billing_helpers import account, account_id, at, mails, state, sweep
 
 UTC = dt.timezone.utc
@@ -152,19 +152,7 @@ def test_two_schedulers_at_month_end_charge_once(services, clock):
     services.run(import_document, _doc(), actor="test")
     moment = at("2026-12-01")
     clock.set(moment)
-    barrier, errors = threading.Barrier(2), []
-
-    def worker():
-        try:
-            barrier.wait()
-            run_sweeps(services, moment)
-        except Exception as exc:  # noqa: BLE001 - asserted below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    [t.start() for t in threads]
-    [t.join() for t in threads]
-    assert errors == []
+    assert at_once(lambda: run_sweeps(services, moment)) == []
     assert {c[0].split(":")[1]: c[1] for c in _charges(services)} == NOVEMBER and len(_charges(services)) == 4
     assert _months(services) == ["2026-11"]
 

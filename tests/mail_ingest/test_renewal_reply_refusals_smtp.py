@@ -6,7 +6,7 @@ import datetime as dt
 from sqlalchemy import select
 
 from handlers.models import InboundMail, InboundStatus, Invoice, RenewalDecision
-from tests.mail_ingest.test_renewal_reply_smtp import door, send  # noqa: F401  (door is a fixture)
+from tests.mail_ingest.test_renewal_reply_smtp import send
 from tests.support.renewals import D, count, make_account, outbound, reminder_token, text_of
 
 TODAY = D("2026-11-21")

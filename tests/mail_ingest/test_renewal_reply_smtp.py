@@ -4,24 +4,13 @@ and confirmed by email; the same reply from a stranger changes nothing."""
 import datetime as dt
 import smtplib
 
-import pytest
 from sqlalchemy import select
 
 from handlers.models import InboundMail, InboundStatus, RenewalDecision
 from mail_ingest.process import process_batch
-from mail_ingest.smtp import DoorController
 from tests.support.renewals import D, make_account, outbound, reminder_token
-from tests.support.servers import free_port
 
 TODAY = D("2026-11-21")
-
-
-@pytest.fixture
-def door(services):
-    controller = DoorController(services, host="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller
-    controller.stop()
 
 
 def send(services, door, sender, rcpt, body, n):

@@ -3,24 +3,13 @@ master account, the acknowledgement reaches a local SMTP sink, the client's repl
 its Reply-To address) threads, and an out-of-office reply to it is stored and answered by nothing."""
 import smtplib
 
-import pytest
 from sqlalchemy import select
 
 from handlers.delivery import Deliverer
 from handlers.models import InboundMail, InboundStatus, MessageKind, Ticket
 from mail_ingest.process import process_batch
-from mail_ingest.smtp import DoorController
 from tests.support.mailflow import make_account, ticket
-from tests.support.servers import free_port
 from tests.support.smtp_sink import SmtpSink
-
-
-@pytest.fixture
-def door(services):
-    controller = DoorController(services, host="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller
-    controller.stop()
 
 
 def send(door, raw: bytes, to: str, sender: str = "dev@acme.test") -> None:

@@ -7,7 +7,8 @@ import email.policy
 
 from sqlalchemy import func, select
 
-from handlers.models import Account, Contact, Invoicing, Notice, OutboundMail, Service, ServiceStatus
+from handlers.models import Account, Contact, Invoicing, Notice, Service, ServiceStatus
+from tests.support.mailflow import outbound  # noqa: F401  (shared with the renewal tests)
 
 D = dt.date.fromisoformat
 
@@ -37,17 +38,6 @@ def make_account(services, ref, domains, *, invoicing="electronic", sales=None, 
             ids[name] = svc.id
         return ids
     return services.run(op)
-
-
-def outbound(services, intent=None):
-    with services.db.transaction(readonly=True) as s:
-        q = select(OutboundMail).order_by(OutboundMail.id)
-        if intent:
-            q = q.where(OutboundMail.intent == intent)
-        rows = list(s.scalars(q))
-        for r in rows:
-            s.expunge(r)
-    return rows
 
 
 def parsed(row):
