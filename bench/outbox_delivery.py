@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 
-from sqlalchemy import create_engine
 
+from bench._database import migrated
 from handlers.delivery import Deliverer
 from handlers.outbox import queue_email
 from handlers.services import Services
 from handlers.settings import load_settings
-from renewdesk.migrate import upgrade
 from tests.support.smtp_sink import SmtpSink
 
 
@@ -27,10 +25,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--database-url")
     args = ap.parse_args()
-    url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/bench.db"
-    engine = create_engine(url)
-    upgrade(engine)
-    engine.dispose()
+    url = migrated(args.database_url)
     with SmtpSink() as sink:
         services = Services(load_settings({}, database_url=url, secret_key="bench", outbound_smtp_url=sink.url))
         ctx = {"subject": "Your invoice", "body": "Hello,\n\nplease find your invoice.", "recipient_name": "Ann"}

@@ -16,17 +16,15 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 import httpx
-from sqlalchemy import create_engine
 
+from bench._database import migrated
 from handlers.services import Services
 from handlers.settings import load_settings
 from handlers.staff import execute
-from renewdesk.migrate import upgrade
 from tests.support.servers import free_port
 from tests.support.slack_api import FakeSlack, SlackSender
 
@@ -44,10 +42,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--database-url")
     args = ap.parse_args()
-    url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/bench.db"
-    engine = create_engine(url)
-    upgrade(engine)
-    engine.dispose()
+    url = migrated(args.database_url)
     with FakeSlack() as slack:
         settings = load_settings({}, database_url=url, secret_key="bench", slack_bot_token="xoxb-bench",
                                  slack_signing_secret=SECRET, slack_channel="CSTAFF", slack_api_url=slack.api_url)
