@@ -101,7 +101,7 @@ def account_show(tx: "Tx", args: dict[str, Any]) -> Reply:
         "balance": _money(balance, cur),
         "credit_limit": _money(acc.credit_limit_minor, cur),
         "services": [{"id": sv.id, "ref": sv.ref, "kind": sv.kind, "name": sv.name, "status": sv.status.value,
-                      "expires_on": iso(sv.expires_on),
+                      "expires_on": iso(sv.expires_on), "auto_renew": bool(sv.auto_renew),
                       "days_left": None if sv.expires_on is None else (sv.expires_on - day).days}
                      for sv in services[:SHOW_LIMIT]],
         "services_total": len(services),
@@ -125,7 +125,8 @@ def account_show(tx: "Tx", args: dict[str, Any]) -> Reply:
             f"balance: {fmt(balance, cur)} · credit limit: {fmt(acc.credit_limit_minor, cur)}"]
     text.append(f"services ({len(services)}):" if services else "services: none")
     text += columns([(sv.name, sv.kind, sv.status.value,
-                      f"expires {sv.expires_on} ({_relative((sv.expires_on - day).days)})" if sv.expires_on else "")
+                      f"expires {sv.expires_on} ({_relative((sv.expires_on - day).days)})" if sv.expires_on else "",
+                      "auto-renew" if sv.auto_renew else "")
                      for sv in services[:SHOW_LIMIT]])
     if len(services) > SHOW_LIMIT:
         text.append(f"  ... and {len(services) - SHOW_LIMIT} more")

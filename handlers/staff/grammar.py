@@ -221,6 +221,8 @@ COMMANDS: tuple[Command, ...] = (
             STAFF, writes=True),
     declare("renewals", "renewal confirm ACCOUNT|SERVICE", "email a confirmation request with an activation code",
             STAFF, writes=True),
+    declare("renewals", "renewal auto ACCOUNT|SERVICE on|off",
+            "renew and invoice automatically at the next reminder instead of asking", BILLING, writes=True),
     declare("renewals", "forecast [--days 1]", "what the automation will do: reminders, suspensions, removals",
             EVERYONE),
     declare("renewals", "digest", "the daily digest, now", BILLING, writes=True),

@@ -1,16 +1,17 @@
-"""`renewals due`, `renewal link` and `renewal confirm`: what expires soon, an audited renewal page link for
-a client, and an emailed confirmation request with an activation code."""
+"""`renewals due`, `renewal link`, `renewal confirm` and `renewal auto`: what expires soon, an audited renewal
+page link for a client, an emailed confirmation request with an activation code, and automatic renewal."""
 from __future__ import annotations
 
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from handlers.errors import Conflict
+from handlers.errors import Conflict, InvalidInput
 from handlers.models import Invoicing
 from handlers.renewals import tokens
 from handlers.renewals.confirm import request_confirmation
 from handlers.renewals.listing import RENEWABLE, accounts_of, renewable
 from handlers.renewals.people import renewal_recipients
+from handlers.renewals.reminders import REMINDED
 from handlers.staff.accounts import resolve_account
 from handlers.staff.services import resolve_target
 from handlers.staff.commands import Reply, columns, iso, register
@@ -97,3 +98,40 @@ def renewal_confirm(tx: "Tx", args: dict[str, Any]) -> Reply:
         text += f"\n{account.name} is on paper invoicing: tell the client to expect the email"
     return Reply("Renewal confirmation request", text, {
         "account": account.ref, "services": [s.name for s in services], "to": to, "expires_at": iso(expires_at)})
+
+
+@register("renewal auto")
+def renewal_auto(tx: "Tx", args: dict[str, Any]) -> Reply:
+    """Switch automatic renewal for one service, or for every service of an account that still gets
+    reminders. A service on auto-renew is renewed and invoiced at its next reminder occasion instead of
+    being asked; a decision already made for the current expiry stands."""
+    account, service = resolve_target(tx.session, args["account_or_service"])
+    switch = str(args.get("on_or_off") or "").strip().lower()
+    if switch not in ("on", "off"):
+        raise InvalidInput(f"say `on` or `off`, not `{args.get('on_or_off')}`", path="on|off",
+                           hint="renewal auto ACCOUNT|SERVICE on|off")
+    wanted = switch == "on"
+    if service is not None:
+        if service.status not in REMINDED:
+            raise Conflict(f"{service.name} is {service.status.value}; automatic renewal does not apply to it")
+        targets = [service]
+    else:
+        targets = [s for s in account.services if s.status in REMINDED]
+        if not targets:
+            raise Conflict(f"{account.name} has no active, suspended or expired service to renew")
+    changed = [s for s in sorted(targets, key=lambda s: (s.name, s.id)) if bool(s.auto_renew) != wanted]
+    for s in changed:
+        s.auto_renew = wanted
+    names = [s.name for s in changed]
+    unchanged = [s.name for s in targets if s not in changed]
+    if changed:
+        tx.audit("renewal.auto", subject=service, account_id=account.id, services=names, on=wanted)
+    text = (f"auto-renew {switch} for {', '.join(names)} ({account.name})" if changed
+            else f"nothing to change: auto-renew is already {switch}")
+    if unchanged and changed:
+        text += f"; already {switch}: {', '.join(unchanged)}"
+    if changed and wanted:
+        text += ("\nat the next reminder occasion each is renewed (the default period), invoiced and the "
+                 "renewal contacts are emailed, instead of being asked")
+    return Reply("Automatic renewal", text, {"account": account.ref, "on": wanted, "changed": names,
+                                             "unchanged": unchanged})

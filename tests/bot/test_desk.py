@@ -25,7 +25,8 @@ EVERY_COMMAND = [
     "ticket assign 1 me", "ticket hold 1", "ticket close 1", "ticket archive 1", "ticket unarchive 1",
     "invoice list --all", "invoice show INV-1", "invoice paid INV-1", "invoice remind INV-2",
     "charge add acme 3.00 design work", "credit-limit acme 50", "hold acme --until 2026-12-31 talking to them",
-    "unhold acme", "forecast", "renewals due", "renewal link acme", "renewal confirm acme", "digest",
+    "unhold acme", "forecast", "renewals due", "renewal link acme", "renewal confirm acme", "renewal auto acme on",
+    "digest",
     "inbox", "inbox --quarantined", "inbox retry 1", "inbox attach 1 acme",
     "team list", "team add UNEW readonly", "team remove UNEW",
     "unsuspend acme",  # conflict: not suspended (an answer all the same)

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from handlers.billing import holds
-from handlers.errors import Conflict, NotAllowed, NotFound
+from handlers.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from handlers.jobs import run_sweeps
 from handlers.models import (AuditEvent, Invoice, InvoiceLine, Notice, RenewalDecision, RenewalRequest, Role, Service,
                              ServiceEvent, StaffMember)
@@ -278,3 +278,46 @@ def test_staff_send_a_confirmation_request_for_a_service_or_an_account(services,
     sweep(services, TODAY + dt.timedelta(days=20))  # removed on its expiry day
     with pytest.raises(NotFound):
         execute(services, "renewal confirm acme/a.test", as_user="U0SUP")
+
+
+def test_staff_switch_auto_renew_for_an_account_or_one_service_and_the_sweep_follows(services, staff):
+    """`renewal auto ACCOUNT on` switches every service that still gets reminders (not a declined or
+    removed one), audited; support and readonly staff may not; a word other than on/off is refused with the usage;
+    `renewal auto SERVICE off` takes one back. At the three-month occasion the sweep then renews and
+    invoices the one left on and asks about the other as usual."""
+    services.run(lambda tx: tx.session.add(StaffMember(slack_user_id="U0BIL", role=Role("billing"),
+                                                       added_at=tx.now, added_by="t")))
+    expiry = add_months(TODAY, 3)
+    ids = make_account(services, "acme", {"a.test": str(expiry), "b.test": str(expiry),
+                                          "gone.test": (str(TODAY - dt.timedelta(days=400)), "removed"),
+                                          "no.test": (str(expiry), "cancelled")})
+    for user in ("U0RO", "U0SUP"):
+        with pytest.raises(NotAllowed):
+            execute(services, "renewal auto acme on", as_user=user)
+    with pytest.raises(InvalidInput) as bad:
+        execute(services, "renewal auto acme yes", as_user="U0BIL")
+    assert "on|off" in str(bad.value)
+    on = execute(services, "renewal auto acme on", as_user="U0BIL")
+    assert on.data["changed"] == ["a.test", "b.test"] and "gone.test" not in on.text and "no.test" not in on.text
+    again = execute(services, "renewal auto acme on", as_user="U0BIL")
+    assert again.data["changed"] == [] and "already on" in again.text
+    off = execute(services, "renewal auto acme/b.test off", as_user="U0BIL")
+    assert off.data["changed"] == ["b.test"]
+    assert [s.auto_renew for s in rows(services, Service, Service.account_id == ids["account"])] == [
+        True, False, False, False]
+    shown = execute(services, "account show acme", as_user="U0RO")
+    assert {sv["name"]: sv["auto_renew"] for sv in shown.data["services"]} == {
+        "a.test": True, "b.test": False, "no.test": False, "gone.test": False}
+    assert "auto-renew" in next(line for line in shown.text.splitlines() if "a.test" in line)
+    audit = rows(services, AuditEvent, AuditEvent.action == "renewal.auto")
+    assert [(a.actor, a.detail["on"]) for a in audit] == [("staff:U0BIL", True), ("staff:U0BIL", False)]
+    with pytest.raises(Conflict):  # declined: the decision stands
+        execute(services, "renewal auto acme/no.test on", as_user="U0BIL")
+    with pytest.raises(NotFound):
+        execute(services, "renewal auto acme/gone.test on", as_user="U0BIL")
+    sweep(services, TODAY)
+    made = rows(services, RenewalDecision)
+    assert [(d.service_id, d.auth_method) for d in made] == [(ids["a.test"], "auto_renew")]
+    (line,) = rows(services, InvoiceLine)
+    assert line.service_id == ids["a.test"]
+    assert "b.test" in text_of(outbound(services, "renewal_reminder")[0])

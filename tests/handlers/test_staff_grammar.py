@@ -43,9 +43,10 @@ team add SLACK_USER_ID ROLE
 team remove SLACK_USER_ID
 """.strip().splitlines()
 
-# Ours beyond the interface: parking a ticket, attaching a held sender to an account, and emailing a
-# renewal confirmation request with an activation code.
-EXTENSIONS = ["ticket hold T", "inbox attach ID ACCOUNT", "renewal confirm ACCOUNT|SERVICE"]
+# Ours beyond the interface: parking a ticket, attaching a held sender to an account, emailing a
+# renewal confirmation request with an activation code, and switching automatic renewal.
+EXTENSIONS = ["ticket hold T", "inbox attach ID ACCOUNT", "renewal confirm ACCOUNT|SERVICE",
+              "renewal auto ACCOUNT|SERVICE on|off"]
 
 
 def refused(words):
