@@ -56,11 +56,11 @@ def queue_post(tx: Any, message: dict[str, Any], *, dedupe_key: str | None = Non
                 tx.session.add(row)
         except IntegrityError:  # another process queued the same post first
             return tx.session.scalar(select(SlackPost).where(SlackPost.dedupe_key == dedupe_key))
-    _wake(tx)
+    wake_delivery(tx)
     return row
 
 
-def _wake(tx: Any) -> None:
+def wake_delivery(tx: Any) -> None:
     """Tell this process's delivery loop, once the transaction commits, that a post is waiting."""
     wakeup = getattr(tx.services, "slack_wakeup", None)
     if wakeup is not None:
@@ -125,7 +125,7 @@ def refresh_ticket_card(tx: Any, ticket: Ticket, last: str | None = None) -> Sla
                        (SlackPost.dedupe_key == card_key) | (SlackPost.method == "chat.update"))
     if pending is not None:
         pending.payload = {**message, "meta": (pending.payload or {}).get("meta", {})}
-        _wake(tx)
+        wake_delivery(tx)
         return pending
     return queue_post(tx, message, method="chat.update", channel=ticket.slack_channel,
                       update_ts=ticket.slack_ts, ticket_id=ticket.id, meta={"card_of_ticket": ticket.id})

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from handlers.models import SlackPost
 from handlers.staff import execute
-from tests.bot.conftest import CHANNEL, SECRET, shown
+from tests.bot.conftest import CHANNEL, shown
 from tests.handlers.billing_helpers import account, load
 from tests.support import proc
 from tests.support.mailflow import deliver, mail
@@ -101,13 +101,11 @@ def test_desk_and_buttons_update_the_card_once(services, desk, sender, fake_slac
     assert len(_posts(services, "chat.update")) == 2
 
 
-def test_renewdesk_staff_in_a_shell_queues_the_update(services, db_url, team, fake_slack, deliverer, clock):
+def test_renewdesk_staff_in_a_shell_queues_the_update(services, cli_env, team, fake_slack, deliverer, clock):
     """The real `renewdesk staff ticket close 1` process queues the card's update in the outbox;
     the delivery loop sends it."""
     _carded_ticket(services, deliverer)
-    env = proc.env_for(DATABASE_URL=db_url, RENEWDESK_SECRET_KEY="test-secret", SLACK_BOT_TOKEN="xoxb-test",
-                       SLACK_SIGNING_SECRET=SECRET, RENEWDESK_SLACK_CHANNEL=CHANNEL, SLACK_API_URL=fake_slack.api_url)
-    done = proc.run("staff", "ticket", "close", "1", env=env)
+    done = proc.run("staff", "ticket", "close", "1", env=cli_env)
     assert done.returncode == 0, done.stderr.decode()
     assert _posts(services, "chat.update") == [("queued", CARD)]
     assert fake_slack.of("chat.update") == []  # the shell only queues; delivery posts
