@@ -118,7 +118,8 @@ def refresh_ticket_card(tx: Any, ticket: Ticket, last: str | None = None) -> Sla
     if not enabled(tx.settings):
         return None
     card_key = f"ticket:{ticket.id}:card"
-    if ticket.slack_ts is None and tx.session.scalar(select(SlackPost.id).where(SlackPost.dedupe_key == card_key)) is None:
+    if ticket.slack_ts is None and tx.session.scalar(
+            select(SlackPost.id).where(SlackPost.dedupe_key == card_key)) is None:
         return queue_ticket_card(tx, ticket)
     message = blocks.ticket_card(tx, ticket, last)
     pending = _pending(tx, SlackPost.ticket_id == ticket.id,

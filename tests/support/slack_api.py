@@ -2,9 +2,10 @@
 
 ``FakeSlack`` records every call with its body; answers auth.test, chat.postMessage,
 chat.postEphemeral, chat.update, views.open, views.update, views.publish, response_url posts and
-apps.connections.open (with ``socket_url``, a local Socket Mode server: see slack_socket.py); can answer 429 with Retry-After, or an error, for chosen calls; and refuses what real
-Slack refuses (too many blocks, texts over their limits), recording the violation so a test
-fails when we break a limit. ``SlackSender`` signs requests as Slack does (v0 HMAC-SHA256 of
+apps.connections.open (with ``socket_url``, a local Socket Mode server: see slack_socket.py);
+can answer 429 with Retry-After, or an error, for chosen calls; and refuses what real Slack
+refuses (too many blocks, texts over their limits), recording the violation so a test fails
+when we break a limit. ``SlackSender`` signs requests as Slack does (v0 HMAC-SHA256 of
 ``v0:{timestamp}:{body}``) and sends them to our web app.
 """
 from __future__ import annotations

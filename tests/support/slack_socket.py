@@ -97,7 +97,8 @@ class SocketModeServer:
         """Section 4.2: a GET with Upgrade, Connection, a 16-byte key and version 13; 101 with the accept key."""
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
         method, path, _ = (head[0].split(" ") + ["", "", ""])[:3]
-        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if ":" in line)}
+        fields = (line.partition(":") for line in head[1:] if ":" in line)
+        headers = {k.strip().lower(): v.strip() for k, _, v in fields}
         key = headers.get("sec-websocket-key", "")
         try:
             key_ok = len(base64.b64decode(key, validate=True)) == 16
