@@ -4,6 +4,8 @@ Each button becomes staff words run through ``handlers.staff.execute`` as the pe
 clicked, so it checks the same role as `/desk`. The outcome is answered ephemerally to that
 person, and the card is rebuilt in place (``chat.update`` through the Slack outbox) with the
 new state and who acted, so a second click meets the new state instead of repeating the action.
+A ticket's card is rebuilt by the ticket's operation (``handlers.slack_cards.ticket_changed``),
+the same for `/desk`, `renewdesk staff` and a button; the other cards here.
 """
 from __future__ import annotations
 
@@ -52,19 +54,15 @@ def card_of(body: dict[str, Any], action: dict[str, Any]) -> tuple[str, str, str
     return block_id, channel, ts
 
 
-def stamp(services: Any, verb: str, user: str) -> str:
-    at = services.clock.now().astimezone(services.settings.tz)
-    return f":white_check_mark: {verb} by <@{user}> at {at:%Y-%m-%d %H:%M}"
-
-
 def after_action(services: Any, body: dict[str, Any], action: dict[str, Any], verb: str, user: str) -> None:
-    """Rebuild the card in place with the new state and who acted."""
+    """Rebuild the card in place with the new state and who acted (a ticket's card is rebuilt by
+    the ticket's operation itself, whatever door it came through: nothing more to do for it here)."""
     card = card_of(body, action)
     if card is None:
         return
     block_id, channel, ts = card
     try:
-        services.run(refresh_card, block_id, channel, ts, stamp(services, verb, user), actor=f"staff:{user}")
+        services.run(refresh_card, block_id, channel, ts, verb, actor=f"staff:{user}")
     except Exception:  # the action is done; a card that lags behind is not worth an error to the user
         log.exception("slack: could not queue the update of card %s", block_id)
 

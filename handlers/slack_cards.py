@@ -6,6 +6,11 @@ The delivery loop (:mod:`bot.delivery`) posts the rows later, paced per channel,
 honouring Slack's ``Retry-After``; so a Slack outage delays cards and loses none.
 
 A ``dedupe_key`` makes a post exactly-once, as ``outbound_mail.dedupe_key`` does for mail.
+
+A ticket's card follows the ticket: every operation that changes what the card shows (assign,
+reply, close, hold, archive, unarchive, a client's reply that reopens it) queues its
+``chat.update`` itself, so `/desk`, `renewdesk staff`, a button or a modal all refresh it the
+same way, once. Changes made before the update goes out are folded into the one still queued.
 """
 from __future__ import annotations
 
@@ -15,8 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from handlers import slack_blocks as blocks
-from handlers.models import (InboundMail, OutboundMail, SlackPost, Suspension, SuspensionReason, Ticket,
-                             TicketMessage)
+from handlers.models import (InboundMail, OutboundMail, OutboxStatus, SlackPost, Suspension, SuspensionReason,
+                             Ticket, TicketMessage)
 
 
 def enabled(settings: Any) -> bool:
@@ -51,10 +56,15 @@ def queue_post(tx: Any, message: dict[str, Any], *, dedupe_key: str | None = Non
                 tx.session.add(row)
         except IntegrityError:  # another process queued the same post first
             return tx.session.scalar(select(SlackPost).where(SlackPost.dedupe_key == dedupe_key))
+    wake_delivery(tx)
+    return row
+
+
+def wake_delivery(tx: Any) -> None:
+    """Tell this process's delivery loop, once the transaction commits, that a post is waiting."""
     wakeup = getattr(tx.services, "slack_wakeup", None)
     if wakeup is not None:
         tx.after_commit(wakeup.set)
-    return row
 
 
 # -- tickets ----------------------------------------------------------------------------------
@@ -79,32 +89,71 @@ def queue_thread_post(tx: Any, ticket: Ticket, message: TicketMessage) -> SlackP
                       meta={"thread_of_ticket": ticket.id, "message": message.id})
 
 
+def acted_by(actor: str) -> str:
+    """Who did it, as the card says it: a Slack mention for staff, words for the others."""
+    if actor.startswith("staff:"):
+        return f"<@{actor.removeprefix('staff:')}>"
+    if actor == "cli":
+        return "the operator (renewdesk staff)"
+    return blocks.escape(actor.removeprefix("system:") or "renewdesk")
+
+
+def stamp(tx: Any, verb: str, who: str | None = None) -> str:
+    """The card's last line: what was done, by whom, when (in the business's timezone)."""
+    at = tx.now.astimezone(tx.settings.tz)
+    return f":white_check_mark: {verb} by {who or acted_by(tx.actor)} at {at:%Y-%m-%d %H:%M}"
+
+
+def _pending(tx: Any, *where: Any) -> SlackPost | None:
+    """A post still waiting in the queue that nobody is sending (locked, so the deliverer skips it)."""
+    return tx.session.scalar(select(SlackPost).where(SlackPost.status == OutboxStatus.queued, *where)
+                             .order_by(SlackPost.id.desc()).limit(1).with_for_update(skip_locked=True))
+
+
 def refresh_ticket_card(tx: Any, ticket: Ticket, last: str | None = None) -> SlackPost | None:
-    """Show the ticket's current state on its card (``chat.update``), with who acted last."""
+    """Show the ticket's current state on its card (``chat.update``), with who acted last.
+
+    A card or an update of it that is still queued is rewritten instead of adding another call.
+    """
     if not enabled(tx.settings):
         return None
-    if ticket.slack_ts is None and tx.session.scalar(select(SlackPost.id).where(
-            SlackPost.dedupe_key == f"ticket:{ticket.id}:card")) is None:
+    card_key = f"ticket:{ticket.id}:card"
+    if ticket.slack_ts is None and tx.session.scalar(
+            select(SlackPost.id).where(SlackPost.dedupe_key == card_key)) is None:
         return queue_ticket_card(tx, ticket)
-    return queue_post(tx, blocks.ticket_card(tx, ticket, last), method="chat.update", channel=ticket.slack_channel,
+    message = blocks.ticket_card(tx, ticket, last)
+    pending = _pending(tx, SlackPost.ticket_id == ticket.id,
+                       (SlackPost.dedupe_key == card_key) | (SlackPost.method == "chat.update"))
+    if pending is not None:
+        pending.payload = {**message, "meta": (pending.payload or {}).get("meta", {})}
+        wake_delivery(tx)
+        return pending
+    return queue_post(tx, message, method="chat.update", channel=ticket.slack_channel,
                       update_ts=ticket.slack_ts, ticket_id=ticket.id, meta={"card_of_ticket": ticket.id})
 
 
-def refresh_card(tx: Any, block_id: str, channel: str, ts: str, last: str) -> SlackPost | None:
-    """Rebuild the card a button sat on (named by its actions block: ``card:KIND:ID``) in place."""
+def ticket_changed(tx: Any, ticket: Ticket, verb: str, who: str | None = None) -> SlackPost | None:
+    """An operation changed the ticket: its card says so (``verb`` by ``who``, default the actor)."""
+    if not enabled(tx.settings):
+        return None
+    return refresh_ticket_card(tx, ticket, stamp(tx, verb, who))
+
+
+def refresh_card(tx: Any, block_id: str, channel: str, ts: str, verb: str) -> SlackPost | None:
+    """Rebuild the card a button sat on (named by its actions block: ``card:KIND:ID``) in place.
+
+    Ticket cards are left alone here: the ticket's own operation has refreshed them already.
+    """
     parts = block_id.split(":")
     if len(parts) < 3 or parts[0] != "card" or not parts[2].isdigit():
         return None
     kind, ident = parts[1], int(parts[2])
-    if kind == "ticket":
-        ticket = tx.session.get(Ticket, ident)
-        return refresh_ticket_card(tx, ticket, last) if ticket else None
     if kind == "suspension":
         sus = tx.session.get(Suspension, ident)
-        message = blocks.suspension_card(tx, sus, last) if sus else None
+        message = blocks.suspension_card(tx, sus, stamp(tx, verb)) if sus else None
     elif kind == "inbox":
         row = tx.session.get(InboundMail, ident)
-        message = blocks.quarantine_card(tx, row, last) if row else None
+        message = blocks.quarantine_card(tx, row, stamp(tx, verb)) if row else None
     else:
         return None
     if message is None:

@@ -57,9 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--at", help="ISO date-time to sweep as of (default: now)")
     sweep.add_argument("--dry-run", action="store_true", help="print what would happen, change nothing")
 
-    outbox = sub.add_parser("outbox", help="queued and failed outgoing mail")
+    outbox = sub.add_parser("outbox", help="queued and failed outgoing mail and Slack posts: list | flush | retry ID")
     outbox.add_argument("action", choices=["list", "flush", "retry"])
-    outbox.add_argument("id", nargs="?", type=int)
+    outbox.add_argument("id", nargs="?", help="with retry: a mail number (12) or a Slack post (S12), as listed")
     outbox.add_argument("--failed", action="store_true")
     outbox.add_argument("--json", action="store_true")
 
@@ -219,11 +219,24 @@ def cmd_outbox(settings: Any, args: argparse.Namespace) -> int:
     if args.action == "flush":
         report = Deliverer(services).deliver_due(limit=10_000)
         print(f"outbox flushed: {report.summary()}")
-        return 0 if not report.failed else 1
+        failed = report.failed
+        from handlers.slack_cards import enabled
+        if enabled(settings):
+            from bot.delivery import SlackDeliverer
+            slack = SlackDeliverer(services).deliver_due(limit=10_000)
+            print(f"Slack posts: {slack.sent} posted, {slack.retried} to retry, "
+                  f"{slack.deferred} waiting, {slack.failed} failed")
+            failed += slack.failed
+        return 0 if not failed else 1
     if args.action == "retry":
         if args.id is None:
-            raise RenewdeskError("usage: renewdesk outbox retry ID")
-        row = services.run(retry, args.id, actor="cli")
+            raise RenewdeskError("usage: renewdesk outbox retry ID (a mail number, or S12 for a Slack post)")
+        kind, row_id = outbox_ops.parse_ref(args.id)
+        if kind == "slack":
+            post = services.run(outbox_ops.retry_slack, row_id, actor="cli")
+            print(f"Slack post S{post.id} ({post.method} to {post.channel}) is queued again")
+            return 0
+        row = services.run(retry, row_id, actor="cli")
         print(f"mail {row.id} to {', '.join(row.recipients)} is queued again")
         return 0
     rows = services.run(outbox_ops.listing, failed=args.failed, readonly=True)

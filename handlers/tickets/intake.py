@@ -138,6 +138,8 @@ def _reply(tx: Any, ticket: Ticket, facts: MailFacts, layer: str) -> Outcome:
         ticket.status = TicketStatus.customer_reply
     tx.audit("ticket.client_reply", subject=ticket, account_id=ticket.account_id, layer=layer,
              status_from=str(before), status_to=str(ticket.status))
+    if ticket.status != before:  # the card shows the status: reopened, or waiting for staff again
+        slack_cards.ticket_changed(tx, ticket, "the client replied", who="email")
     reopened = " (reopened)" if before == TicketStatus.closed else ""
     return Outcome("done", "ticket_reply", f"reply threaded to T-{ticket.id} by {layer}{reopened}", ticket.id)
 

@@ -17,6 +17,7 @@ from handlers.tickets import mailing, refs
 
 OPEN_STATES = (TicketStatus.open, TicketStatus.answered, TicketStatus.customer_reply, TicketStatus.on_hold)
 MAX_LISTED = 200
+CARD_VERBS = {"close": "closed", "hold": "put on hold", "archive": "archived", "unarchive": "unarchived"}
 
 
 def shown_status(ticket: Ticket) -> str:
@@ -89,6 +90,7 @@ def reply(tx: Any, ticket_id: int, text: str) -> dict[str, Any]:
     tx.audit("ticket.reply", subject=ticket, account_id=ticket.account_id, message=message.id,
              outbound_mail=mail.id if mail else None, status_from=str(before))
     slack_cards.queue_thread_post(tx, ticket, message)  # shown in the card's thread, marked as sent
+    slack_cards.ticket_changed(tx, ticket, "replied to the client")
     return {"ticket": ticket.id, "message": message.id, "emailed_to": list(mail.recipients) if mail else [],
             "outbound_mail_id": mail.id if mail else None}
 
@@ -110,6 +112,7 @@ def assign(tx: Any, ticket_id: int, who: str | None) -> dict[str, Any]:
     ticket.assignee = who
     ticket.updated_at = tx.now
     tx.audit("ticket.assign", subject=ticket, account_id=ticket.account_id, assignee=who)
+    slack_cards.ticket_changed(tx, ticket, f"assigned to <@{who}>")
     return {"ticket": ticket.id, "assignee": who}
 
 
@@ -130,6 +133,7 @@ def _set(tx: Any, ticket_id: int, action: str, *, status: TicketStatus | None = 
         raise Conflict(f"T-{ticket.id} is already {after}")
     ticket.updated_at = tx.now
     tx.audit(f"ticket.{action}", subject=ticket, account_id=ticket.account_id, status_from=before, status_to=after)
+    slack_cards.ticket_changed(tx, ticket, CARD_VERBS.get(action, action))
     return {"ticket": ticket.id, "status_from": before, "status": after}
 
 

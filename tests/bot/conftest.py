@@ -11,6 +11,7 @@ from handlers.settings import load_settings
 from handlers.staff import execute
 from renewdesk.runtime import WebServer, bind
 from renewdesk.web import build_web_app
+from tests.support import proc
 from tests.support.slack_api import FakeSlack, SlackSender
 from tests.support.smtp_sink import SmtpSink
 
@@ -37,6 +38,15 @@ def settings(db_url, fake_slack, sink):
     return load_settings({}, database_url=db_url, secret_key="test-secret", mail_domain="desk.example.test",
                          outbound_smtp_url=sink.url, slack_bot_token="xoxb-test",
                          slack_signing_secret=SECRET, slack_channel=CHANNEL, slack_api_url=fake_slack.api_url)
+
+
+@pytest.fixture
+def cli_env(db_url, fake_slack, sink):
+    """The environment of a real `renewdesk` process on the test's database, Slack stand-in and SMTP sink."""
+    return proc.env_for(DATABASE_URL=db_url, RENEWDESK_SECRET_KEY="test-secret", SLACK_BOT_TOKEN="xoxb-test",
+                        SLACK_SIGNING_SECRET=SECRET, RENEWDESK_SLACK_CHANNEL=CHANNEL,
+                        SLACK_API_URL=fake_slack.api_url, RENEWDESK_OUTBOUND_SMTP_URL=sink.url,
+                        RENEWDESK_MAIL_DOMAIN="desk.example.test")
 
 
 @pytest.fixture

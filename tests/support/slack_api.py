@@ -1,10 +1,11 @@
 """A small local stand-in for Slack's Web API on 127.0.0.1, and a signer for requests to our app.
 
 ``FakeSlack`` records every call with its body; answers auth.test, chat.postMessage,
-chat.postEphemeral, chat.update, views.open, views.update, views.publish and response_url
-posts; can answer 429 with Retry-After, or an error, for chosen calls; and refuses what real
-Slack refuses (too many blocks, texts over their limits), recording the violation so a test
-fails when we break a limit. ``SlackSender`` signs requests as Slack does (v0 HMAC-SHA256 of
+chat.postEphemeral, chat.update, views.open, views.update, views.publish, response_url posts and
+apps.connections.open (with ``socket_url``, a local Socket Mode server: see slack_socket.py);
+can answer 429 with Retry-After, or an error, for chosen calls; and refuses what real Slack
+refuses (too many blocks, texts over their limits), recording the violation so a test fails
+when we break a limit. ``SlackSender`` signs requests as Slack does (v0 HMAC-SHA256 of
 ``v0:{timestamp}:{body}``) and sends them to our web app.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Call:
     body: dict[str, Any]
     at: float
     answered: int = 200
+    auth: str = ""   # the Authorization header: which token the call used
 
 
 @dataclass
@@ -133,6 +135,7 @@ class FakeSlack:
         self.calls: list[Call] = []
         self.violations: list[str] = []
         self.plans: dict[str, list[Planned]] = {}
+        self.socket_url: str | None = None   # what apps.connections.open answers (Socket Mode)
         self.lock = threading.Lock()
         self._ts = itertools.count(1)
         self._views = itertools.count(1)
@@ -151,7 +154,7 @@ class FakeSlack:
                     body = {k: v[-1] for k, v in urllib.parse.parse_qs(raw).items()}
                 path = self.path.split("?")[0]
                 method = "response_url" if path.startswith("/response/") else path.rsplit("/", 1)[-1]
-                status, headers, answer = fake.answer(method, body, path)
+                status, headers, answer = fake.answer(method, body, path, self.headers.get("Authorization", ""))
                 data = json.dumps(answer).encode() if not isinstance(answer, bytes) else answer
                 self.send_response(status)
                 for k, v in headers.items():
@@ -178,9 +181,9 @@ class FakeSlack:
         with self.lock:
             self.plans.setdefault(method, []).extend(Planned(status, retry_after, error) for _ in range(count))
 
-    def answer(self, method: str, body: dict[str, Any], path: str) -> tuple[int, dict[str, str], Any]:
+    def answer(self, method: str, body: dict[str, Any], path: str, auth: str = "") -> tuple[int, dict[str, str], Any]:
         with self.lock:
-            call = Call(method, body, time.monotonic())
+            call = Call(method, body, time.monotonic(), auth=auth)
             self.calls.append(call)
             planned = self.plans.get(method)
             if planned:
@@ -206,6 +209,10 @@ class FakeSlack:
                 return 200, {}, {"ok": True, "message_ts": f"1790000000.{next(self._ts):06d}"}
             if method == "chat.update":
                 return 200, {}, {"ok": True, "channel": body.get("channel"), "ts": body.get("ts")}
+            if method == "apps.connections.open":
+                if self.socket_url and auth.startswith("Bearer xapp-"):
+                    return 200, {}, {"ok": True, "url": self.socket_url}
+                return 200, {}, {"ok": False, "error": "not_allowed_token_type" if self.socket_url else "not_enabled"}
             if method in VIEW_METHODS:
                 view = body.get("view")
                 view = json.loads(view) if isinstance(view, str) else view
@@ -258,9 +265,7 @@ class SlackSender:
             **(headers or {})})
 
     def command(self, text: str, user: str, **kw: Any) -> httpx.Response:
-        form = {"command": "/desk", "text": text, "user_id": user, "user_name": user.lower(), "team_id": "T1",
-                "channel_id": "CSTAFF", "channel_name": "staff", "trigger_id": "trig.1",
-                "response_url": self.slack.response_url(), "api_app_id": "A1", "token": "legacy"}
+        form = desk_command(text, user, self.slack.response_url())
         return self.post(urllib.parse.urlencode(form), "application/x-www-form-urlencoded", **kw)
 
     def interaction(self, payload: dict[str, Any], **kw: Any) -> httpx.Response:
@@ -270,14 +275,8 @@ class SlackSender:
 
     def action(self, user: str, action_id: str, value: str, *, block_id: str = "b", channel: str = "CSTAFF",
                message_ts: str = "1.000001", response_url: bool = True, **kw: Any) -> httpx.Response:
-        payload: dict[str, Any] = {
-            "type": "block_actions", "user": {"id": user, "team_id": "T1"}, "trigger_id": "trig.2",
-            "container": {"type": "message", "channel_id": channel, "message_ts": message_ts},
-            "channel": {"id": channel}, "message": {"ts": message_ts, "text": "card"},
-            "actions": [{"type": "button", "action_id": action_id, "block_id": block_id, "value": value,
-                         "action_ts": str(time.time())}]}
-        if response_url:
-            payload["response_url"] = self.slack.response_url()
+        payload = button_press(user, action_id, value, block_id=block_id, channel=channel, message_ts=message_ts,
+                               response_url=self.slack.response_url() if response_url else None)
         return self.interaction(payload, **kw)
 
     def submit(self, user: str, view: dict[str, Any], values: dict[str, Any], **kw: Any) -> httpx.Response:
@@ -300,3 +299,25 @@ class SlackSender:
                            "event_id": event_id, "event_time": int(time.time()), "event": event,
                            "authorizations": [{"team_id": "T1", "user_id": "UBOT", "is_bot": True}]})
         return self.post(body, "application/json", **kw)
+
+
+def desk_command(text: str, user: str, response_url: str) -> dict[str, str]:
+    """A `/desk` slash command's fields, as Slack sends them (a form over HTTP, a payload in Socket Mode)."""
+    return {"command": "/desk", "text": text, "user_id": user, "user_name": user.lower(), "team_id": "T1",
+            "channel_id": "CSTAFF", "channel_name": "staff", "trigger_id": "trig.1",
+            "response_url": response_url, "api_app_id": "A1", "token": "legacy"}
+
+
+def button_press(user: str, action_id: str, value: str, *, block_id: str = "b", channel: str = "CSTAFF",
+                 message_ts: str = "1.000001", response_url: str | None = None) -> dict[str, Any]:
+    """A block_actions payload: ``user`` clicked the button ``action_id`` on the message ``message_ts``."""
+    payload: dict[str, Any] = {
+        "type": "block_actions", "team": {"id": "T1"}, "api_app_id": "A1", "token": "legacy",
+        "user": {"id": user, "team_id": "T1"}, "trigger_id": "trig.2",
+        "container": {"type": "message", "channel_id": channel, "message_ts": message_ts},
+        "channel": {"id": channel}, "message": {"ts": message_ts, "text": "card"},
+        "actions": [{"type": "button", "action_id": action_id, "block_id": block_id, "value": value,
+                     "action_ts": str(time.time())}]}
+    if response_url:
+        payload["response_url"] = response_url
+    return payload
