@@ -80,7 +80,7 @@ def outcome(services: Any) -> dict[str, Any]:
             (n.kind, names.get(n.subject_type, {}).get(n.subject_id, f"{n.subject_type}:{n.subject_id}"), n.occasion,
              n.occasion_date.isoformat() if n.occasion_date else None, n.outcome)
             for n in s.scalars(select(Notice)))
-        mails = Counter((m.intent, tuple(m.recipients), refs.get(m.account_id), m.subject) for m in s.scalars(select(OutboundMail)))
+        mails = Counter((m.intent, tuple(m.recipients), refs.get(m.account_id), m.subject, m.created_at.date().isoformat()) for m in s.scalars(select(OutboundMail)))
         return {"notices": notices, "suspensions": Counter(suspensions.values()),
                 "statuses": {label: status.value for label, status in (
                     (services_[sid], st) for sid, st in s.execute(select(Service.id, Service.status)))},
