@@ -34,8 +34,8 @@ def account_doc(i: int, day0: dt.date) -> dict[str, Any]:
         {"ref": "host", "kind": "hosting", "name": f"Hosting {ref}", "status": "active",
          "expires_on": _day(day0, 200), "period_years": 1, "price": "10.00"},
     ]
-    if i % 4 == 1:  # on auto-renew, at its first occasion (three months before) today
-        months = day0.replace(year=day0.year + (day0.month + 2) // 12, month=(day0.month + 2) % 12 + 1)
+    if i % 4 == 1:  # on auto-renew, at its first occasion (three months before) today (the 28th at the latest)
+        months = day0.replace(day=min(day0.day, 28), year=day0.year + (day0.month + 2) // 12, month=(day0.month + 2) % 12 + 1)
         services.append({"ref": "auto", "kind": "domain", "name": f"{ref}-auto.test", "status": "active",
                          "expires_on": months.isoformat(), "period_years": 1, "price": "12.00",
                          "auto_renew": True})
