@@ -71,6 +71,16 @@ def db_url(request, tmp_path, sqlite_template):
 
 
 @pytest.fixture
+def other_db_url(db_url, tmp_path, sqlite_template, request):
+    """A second empty, migrated database of the same kind as ``db_url``: two runs compared side by side."""
+    if db_url.startswith("sqlite"):
+        path = tmp_path / "other.db"
+        shutil.copy(sqlite_template, path)
+        return f"sqlite:///{path}"
+    return _pg_database(request.getfixturevalue("pg_server"))
+
+
+@pytest.fixture
 def clock():
     return FixedClock(START)
 

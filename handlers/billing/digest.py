@@ -2,7 +2,8 @@
 
 Tickets new and open, invoices falling due and overdue, today's and tomorrow's suspensions and
 removals, held accounts, notices that went out by no email (paper invoicing, notices off, no
-billing contact: a letter or a call), quarantined mail and failed deliveries. The content is
+billing contact: a letter or a call), automatic answers held back by the loop cap, quarantined mail
+and failed deliveries. The content is
 returned as data and text so other front ends (Slack) can post the same thing.
 """
 from __future__ import annotations
@@ -16,8 +17,8 @@ from handlers import slack_cards
 from handlers.billing.common import OPEN_STATUSES, SCHEDULER, day_start, today
 from handlers.billing.dunning import forecast  # also registers the billing sweeps, which run before the digest
 from handlers.jobs import Sweep, register_sweep
-from handlers.models import (Account, Hold, InboundMail, InboundStatus, Invoice, Notice, OutboundMail, OutboxStatus,
-                             Service, Suspension, Ticket, TicketStatus)
+from handlers.models import (Account, AutoAnswer, Hold, InboundMail, InboundStatus, Invoice, Notice, OutboundMail,
+                             OutboxStatus, Service, Suspension, Ticket, TicketStatus)
 from handlers.money import fmt
 from handlers.outbox import queue_email
 
@@ -49,6 +50,9 @@ def build(tx: "Tx") -> dict[str, Any]:
     by_hand = list(s.scalars(select(Notice).where(
         Notice.created_at > since, Notice.outcome.in_(("paper_invoicing", "skipped_paper", "notices_off", "no_recipient")))
         .order_by(Notice.id)))
+    held_answers = s.execute(select(AutoAnswer.recipient, func.count(), func.max(AutoAnswer.ticket_id)).where(
+        AutoAnswer.sent.is_(False), AutoAnswer.at > since).group_by(AutoAnswer.recipient)
+        .order_by(AutoAnswer.recipient)).all()
     quarantined = list(s.scalars(select(InboundMail).where(InboundMail.status == InboundStatus.quarantined)
                                  .order_by(InboundMail.id.desc()).limit(LISTED + 1)))
     failed = list(s.scalars(select(OutboundMail).where(
@@ -77,6 +81,8 @@ def build(tx: "Tx") -> dict[str, Any]:
           + (f" for {number.get(n.subject_id, '?')}" if n.subject_type == "invoice" else "")
           + (f" for {service.get(n.subject_id, '?')}" if n.subject_type == "service" else "")
           + f" ({n.outcome.replace('_', ' ')})" for n in by_hand]),
+        ("Automatic answers held back (a mail loop?)",
+         [f"{who}: {n} held back" + (f", last on T-{t}" if t else "") for who, n, t in held_answers]),
         ("Quarantined mail", [f"#{m.id} from {m.mail_from or '?'}: {m.reason or m.classification or ''}"[:120]
                               for m in quarantined]),
         ("Failed deliveries", [f"#{m.id} {m.intent} to {', '.join(m.recipients or [])}: {m.status.value}"
@@ -89,7 +95,7 @@ def build(tx: "Tx") -> dict[str, Any]:
               "falling_due": sum(1 for i in invoices if i.due_on >= day),
               "suspended_today": len(suspended_today), "removed_today": len(removed_today),
               "tomorrow": len(tomorrow), "held": len(held), "by_hand": len(by_hand),
-              "quarantined": len(quarantined), "failed": len(failed)}
+              "held_answers": len(held_answers), "quarantined": len(quarantined), "failed": len(failed)}
     title = f"Daily digest {day}: {counts['overdue']} overdue, {counts['tomorrow']} action(s) tomorrow, " \
             f"{counts['new_tickets']} new ticket(s)"
     text = [title]

@@ -4,7 +4,8 @@ Acknowledgements, unknown-sender notes and permission answers are automatic; a m
 that slips past the classifier (an autoresponder without RFC 3834 headers) would otherwise
 answer forever. Every automatic answer is counted in ``auto_answer``; when the count for the
 ticket or the address reaches the cap, the answer is held back, the hold is counted too, and
-staff are told once per window: an internal note on the ticket and an audit event.
+staff are told once per window: an internal note on the ticket, posted in the ticket's Slack
+thread too, and an audit event; the daily digest lists every address answers were held back from.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typing import Any
 
 from sqlalchemy import case, func, or_, select
 
-from handlers.models import AutoAnswer, MessageKind, TicketMessage
+from handlers import slack_cards
+from handlers.models import AutoAnswer, MessageKind, Ticket, TicketMessage
 
 log = logging.getLogger("renewdesk.tickets")
 CAP_NOTE = "Automatic answers paused"
@@ -51,9 +53,13 @@ def _tell_staff(tx: Any, recipient: str, intent: str, ticket_id: int | None, hel
              recipient=recipient, intent=intent)
     # tell staff on the first hold in the window only
     if ticket_id is not None and held_before == 0:
-        tx.session.add(TicketMessage(
+        note = TicketMessage(
             ticket_id=ticket_id, kind=MessageKind.note, author="system", at=tx.now,
             body=(f"{CAP_NOTE}: more than {tx.settings.auto_answer_cap} automatic answers to {recipient} "
                   f"or on this ticket within {tx.settings.auto_answer_window_minutes} minutes. This looks like "
                   "a mail loop; nothing more is sent automatically until the window passes. Replies from "
-                  "staff still go out.")))
+                  "staff still go out."))
+        tx.session.add(note)
+        tx.session.flush()
+        # staff work in Slack: a note only in the database would tell nobody
+        slack_cards.queue_thread_post(tx, tx.session.get(Ticket, ticket_id), note)
