@@ -68,6 +68,17 @@ def tree_rss_kb(pid: int, field: str = "VmRSS") -> int:
     return total
 
 
+def stop(process: subprocess.Popen, log) -> None:  # noqa: ANN001
+    """SIGTERM (a clean stop), SIGKILL after 60 s; then close its log file."""
+    process.terminate()
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()
+
+
 def client_mail(rnd: random.Random, i: int, tickets: list[int]) -> tuple[str, bytes]:
     sender = rnd.choice(CLIENTS)
     msg = EmailMessage()
@@ -106,7 +117,8 @@ def steady(minutes: float, tmp: Path) -> dict:
             smtp = smtplib.SMTP("127.0.0.1", smtp_port, timeout=60)
             samples: list[tuple[float, int]] = []
             work = {"mails": 0, "staff_commands": 0, "sweeps": 0, "refused": 0}
-            t0 = last_sample = last_sweep = time.monotonic()
+            t0 = last_sample = time.monotonic()
+            last_sweep = t0 - 30  # the first sweep at once
             day, i, tickets = 0, 0, []
             while (now := time.monotonic()) - t0 < minutes * 60:
                 if bot.poll() is not None:
@@ -146,12 +158,7 @@ def steady(minutes: float, tmp: Path) -> dict:
                     ("outbox_waiting", "SELECT count(*) FROM outbound_mail WHERE status IN ('queued', 'sending')"))}
             engine.dispose()
         finally:
-            bot.terminate()
-            try:
-                bot.wait(60)
-            except subprocess.TimeoutExpired:
-                bot.kill()
-            log.close()
+            stop(bot, log)
         received = len(sink.messages)
     duration = samples[-1][0]
     tail = [kb for t, kb in samples if t >= duration * 0.8]
@@ -207,12 +214,7 @@ def big(message_mb: float, tmp: Path) -> dict:
         peak = tree_rss_kb(door.pid, "VmHWM")
         after = tree_rss_kb(door.pid)
     finally:
-        door.terminate()
-        try:
-            door.wait(30)
-        except subprocess.TimeoutExpired:
-            door.kill()
-        log.close()
+        stop(door, log)
     engine = create_engine(url)
     with engine.connect() as c:
         stored = c.execute(text("SELECT length(raw) FROM inbound_mail ORDER BY id DESC LIMIT 1")).scalar_one()
