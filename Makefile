@@ -23,8 +23,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+## Run every benchmark and write the figures into docs/benchmarks.md (BENCH_ARGS=--quick: a short check run).
 bench: $(STAMP)
-	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
 ## Rewrite the README's settings table from handlers/settings.py.
 settings-table: $(STAMP)

@@ -2,6 +2,8 @@
 
 A row moves ``queued → sending → sent`` with a commit at each step, and one more commit
 (``handed_over_at``) after the relay has said 354 to DATA and before the body goes out.
+A backlog is sent over a few connections at once, one row on each per round, so that one
+commit records the hand-over of the whole round and one more its outcomes.
 A worker that dies before that point left nothing at the relay, so its row goes back to
 the queue; a worker that dies after it may have delivered, so its row becomes
 ``uncertain`` and waits for staff instead of being sent a second time.
@@ -14,21 +16,21 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import re
 import smtplib
 import socket
-import ssl
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any, Callable
 
 from sqlalchemy import select, update
 
 from handlers.models import OutboundMail, OutboxStatus
+from handlers.relay import Ambiguous, Lost, Permanent, Relay, RelayConfig, Temporary, classify, dot_stuffed
 from handlers.settings import Settings
 
 log = logging.getLogger("renewdesk.outbox")
 MAX_BACKOFF = dt.timedelta(hours=6)
+RELAY_CONNECTIONS = 8      # at most this many connections to the relay per worker
+ROWS_PER_CONNECTION = 8    # a batch smaller than this many rows per connection uses fewer
 
 
 @dataclass
@@ -48,118 +50,51 @@ class DeliveryReport:
                 f"{self.recovered} recovered, {self.uncertain} uncertain")
 
 
-class Permanent(Exception):
-    """The relay refused for good (5xx)."""
-
-
-class Temporary(Exception):
-    """Try again later (4xx, connection refused or dropped)."""
-
-
-class Lost(Exception):
-    """Another worker took the row back (its lease ran out): leave it to them."""
-
-
-class Ambiguous(Exception):
-    """The connection failed after the body went out: the relay may have delivered it."""
-
-
-@dataclass(frozen=True)
-class RelayConfig:
-    host: str
-    port: int
-    implicit_tls: bool
-    starttls: str  # "auto" (when offered) | "require" | "never"
-    username: str | None
-    password: str | None
-    cafile: str | None
-    timeout: float = 30.0
-
-    @classmethod
-    def from_url(cls, url: str) -> "RelayConfig":
-        parts = urlsplit(url)
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        implicit = parts.scheme == "smtps"
-        return cls(host=parts.hostname or "127.0.0.1", port=parts.port or (465 if implicit else 25),
-                   implicit_tls=implicit, starttls=query.get("starttls", "auto"),
-                   username=unquote(parts.username) if parts.username else None,
-                   password=unquote(parts.password) if parts.password else None,
-                   cafile=query.get("cafile"), timeout=float(query.get("timeout", 30)))
-
-
-class Relay:
-    """One reusable SMTP connection to the outbound relay."""
-
-    def __init__(self, config: RelayConfig, local_hostname: str):
-        self.config = config
-        self.local_hostname = local_hostname
-        self.smtp: smtplib.SMTP | None = None
-
-    def _tls(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=self.config.cafile)
-
-    def connect(self) -> smtplib.SMTP:
-        if self.smtp is not None:
-            return self.smtp
-        c = self.config
-        try:
-            if c.implicit_tls:
-                smtp = smtplib.SMTP_SSL(c.host, c.port, local_hostname=self.local_hostname,
-                                        timeout=c.timeout, context=self._tls())
-            else:
-                smtp = smtplib.SMTP(c.host, c.port, local_hostname=self.local_hostname, timeout=c.timeout)
-            smtp.ehlo()
-            if not c.implicit_tls and c.starttls != "never":
-                if smtp.has_extn("starttls"):
-                    smtp.starttls(context=self._tls())
-                    smtp.ehlo()
-                elif c.starttls == "require":
-                    smtp.close()
-                    raise Temporary("relay does not offer STARTTLS but ?starttls=require is set")
-            if c.username:
-                smtp.login(c.username, c.password or "")
-        except smtplib.SMTPAuthenticationError as exc:
-            raise Temporary(f"relay refused our login: {exc.smtp_code} {_text(exc.smtp_error)}") from exc
-        except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
-            raise Temporary(f"cannot reach relay {c.host}:{c.port}: {exc}") from exc
-        self.smtp = smtp
-        return smtp
-
-    def close(self) -> None:
-        if self.smtp is not None:
-            try:
-                self.smtp.quit()
-            except (OSError, smtplib.SMTPException):
-                self.smtp.close()
-            self.smtp = None
-
-    def drop(self) -> None:
-        if self.smtp is not None:
-            self.smtp.close()
-            self.smtp = None
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _classify(code: int, message: Any, what: str) -> Exception:
-    text = f"{what}: {code} {_text(message)}"
-    return Permanent(text) if 500 <= code < 600 else Temporary(text)
-
-
-def _dot_stuffed(raw: bytes) -> bytes:
-    """RFC 5321 4.5.2: CRLF line ends, a leading dot doubled, then the end-of-data marker."""
-    body = re.sub(rb"(?:\r\n|\n|\r(?!\n))", b"\r\n", raw)
-    body = re.sub(rb"(?m)^\.", b"..", body)
-    if not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    return body + b".\r\n"
-
-
 def backoff(settings: Settings, attempts: int) -> dt.timedelta:
     """First retry after the configured delay, doubling each attempt, at most six hours."""
     return min(dt.timedelta(seconds=settings.outbox_backoff_seconds * 2 ** max(attempts - 1, 0)), MAX_BACKOFF)
+
+
+@dataclass
+class _Send:
+    """One row on its way over one connection, and how it ended (``error`` None: accepted)."""
+    row_id: int
+    mail_from: str
+    recipients: list[str]
+    raw: bytes
+    attempts: int
+    relay: Relay
+    refused: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    error: Exception | None = None
+    handed_over: bool = False
+
+    def size_option(self) -> list[str]:
+        return ["SIZE=%d" % len(self.raw)] if self.relay.smtp is not None and self.relay.smtp.has_extn("size") else []
+
+    def end(self, error: Exception) -> None:
+        """This row goes no further in this round; its connection is closed (the relay forgets it)."""
+        self.error = error
+        self.relay.drop()
+
+
+def _broken(kind: type[Exception], exc: Exception) -> Exception:
+    if kind is Ambiguous:
+        return Ambiguous(f"connection lost after the mail was handed to the relay: {exc}")
+    return Temporary(f"SMTP error: {exc}")
+
+
+def _expect(code: int, what: str) -> Callable[[_Send, int, Any], None]:
+    def check(a: _Send, got: int, msg: Any) -> None:
+        if got != code:
+            raise classify(got, msg, what)
+    return check
+
+
+def _note_refusal(i: int) -> Callable[[_Send, int, Any], None]:
+    def check(a: _Send, got: int, msg: Any) -> None:
+        if got not in (250, 251):
+            a.refused[a.recipients[i]] = (got, msg)
+    return check
 
 
 class Deliverer:
@@ -170,13 +105,14 @@ class Deliverer:
         self.stopping = stopping  # a threading.Event: stop between rows, releasing the rest
         self.settings: Settings = services.settings
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
-        self.relay = Relay(RelayConfig.from_url(self.settings.outbound_smtp_url), self.settings.mail_domain)
+        config = RelayConfig.from_url(self.settings.outbound_smtp_url)
+        self.relays = [Relay(config, self.settings.mail_domain) for _ in range(RELAY_CONNECTIONS)]
 
     def now(self) -> dt.datetime:
         return self.services.clock.now()
 
     def deliver_due(self, limit: int = 100) -> DeliveryReport:
-        """Recover stale claims, then send every due row (at most ``limit``) over one connection."""
+        """Recover stale claims, then send every due row (at most ``limit``) over reused connections."""
         report = DeliveryReport()
         self._recover(report)
         self._deliver(self._claim(limit), report)
@@ -185,17 +121,22 @@ class Deliverer:
         return report
 
     def _deliver(self, ids: list[int], report: DeliveryReport) -> None:
-        """Send claimed rows in order over one connection; release what is left untried."""
+        """Send claimed rows in order, a round at a time; release what is left untried.
+
+        A few rows go over one connection; a backlog over up to RELAY_CONNECTIONS, one row per
+        connection per round, so that the round's database writes are shared (see _round).
+        """
+        width = min(RELAY_CONNECTIONS, max(1, len(ids) // ROWS_PER_CONNECTION))
         done = 0
         try:
-            for row_id in ids:
+            while done < len(ids):
                 if self.stopping is not None and self.stopping.is_set():
                     break
-                if self._still_mine(row_id):
-                    self._send_one(row_id, report)
-                done += 1
+                self._round(ids[done:done + width], ids[done + width:], report)
+                done += width
         finally:
-            self.relay.close()
+            for relay in self.relays:
+                relay.close()
             self._release(ids[done:])
 
     def _recover(self, report: DeliveryReport) -> None:
@@ -236,15 +177,9 @@ class Deliverer:
         return (OutboundMail.id == row_id) & (OutboundMail.status == OutboxStatus.sending) & \
             (OutboundMail.claimed_by == self.worker_id)
 
-    def _still_mine(self, row_id: int) -> bool:
-        """Renew this worker's claim just before sending; False when another worker recovered the row.
-
-        A long batch (a slow relay, a big flush) can outlive the lease: the row is then someone
-        else's to send, and sending it here too would be the double send we promise never to make.
-        """
-        with self.services.db.transaction() as s:
-            return s.execute(update(OutboundMail).where(self._mine(row_id))
-                             .values(claimed_at=self.now())).rowcount == 1
+    def _all_mine(self, ids: list[int]) -> Any:
+        return OutboundMail.id.in_(ids) & (OutboundMail.status == OutboxStatus.sending) & \
+            (OutboundMail.claimed_by == self.worker_id)
 
     def _release(self, ids: list[int]) -> None:
         """Rows claimed but not tried (a stop, an error) go back to the queue at once."""
@@ -259,47 +194,131 @@ class Deliverer:
         except Exception as exc:  # the lease recovers them later; say so
             log.warning("outbox: could not release %d claimed mail(s): %s", len(ids), exc)
 
-    def _set(self, row_id: int, **values: Any) -> bool:
-        """Record what happened to a row, as long as it is still this worker's."""
-        with self.services.db.transaction() as s:
-            return s.execute(update(OutboundMail).where(self._mine(row_id)).values(**values)).rowcount == 1
+    def _round(self, ids: list[int], later: list[int], report: DeliveryReport) -> None:
+        """One row per connection: MAIL, RCPT and DATA on each, waiting on all at once; one commit
+        marks every row that got 354 as handed over (and renews the claims of ``later``); then the
+        bodies go out; one more commit records the outcomes."""
+        sends = self._load(ids)
+        for a in sends:
+            try:
+                a.relay.connect()
+            except Temporary as exc:
+                a.end(exc)
+        self._step(sends, lambda a: a.relay.put("mail", a.mail_from, a.size_option()), _expect(250, "MAIL FROM"))
+        for i in range(max((len(a.recipients) for a in sends), default=0)):
+            self._step([a for a in sends if i < len(a.recipients)],
+                       lambda a, i=i: a.relay.put("rcpt", a.recipients[i]), _note_refusal(i))
+        for a in sends:
+            temporary = {r: cm for r, cm in a.refused.items() if cm[0] < 500}
+            if a.error is None and (len(a.refused) == len(a.recipients) or temporary):
+                # nothing is sent yet: a recipient to retry later means the whole mail waits, so
+                # that nobody on it is dropped; only recipients refused for good are left out
+                code, msg = next(iter((temporary or a.refused).values()))
+                a.end(classify(code, msg, "RCPT TO"))
+        self._step(sends, lambda a: a.relay.smtp.putcmd("data"), _expect(354, "DATA"))
+        self._hand_over([a for a in sends if a.error is None], later)
+        # past the point of no return: from here a crash may leave a delivered mail behind
+        self._step([a for a in sends if a.handed_over], lambda a: a.relay.smtp.send(dot_stuffed(a.raw)),
+                   _expect(250, "end of DATA"), lost=Ambiguous)
+        self._record(sends, report)
 
-    def _send_one(self, row_id: int, report: DeliveryReport) -> None:
+    def _load(self, ids: list[int]) -> list[_Send]:
+        """The rows still claimed by this worker (another may have recovered some), each with a connection."""
         with self.services.db.transaction(readonly=True) as s:
-            row = s.get(OutboundMail, row_id)
-            mail_from, recipients, raw, attempts = row.mail_from, list(row.recipients), row.raw, row.attempts
-        try:
-            refused = self._transmit(row_id, mail_from, recipients, raw)
-        except Lost as exc:
-            log.warning("outbox: %s", exc)
-            return
-        except Permanent as exc:
-            self.relay.drop()
-            self._fail(row_id, str(exc), report)
-            return
-        except Ambiguous as exc:
-            self.relay.drop()
-            self._set(row_id, status=OutboxStatus.uncertain, claimed_at=None, claimed_by=None,
-                      last_error=f"{exc}; it may have been delivered. `renewdesk outbox retry ID` sends it again")
-            report.uncertain += 1
-            log.warning("outbox: mail %s is uncertain: %s", row_id, exc)
-            return
-        except Temporary as exc:
-            self.relay.drop()
-            if attempts >= self.settings.outbox_max_attempts:
-                self._fail(row_id, f"gave up after {attempts} attempts: {exc}", report)
+            rows = {r.id: r for r in s.execute(
+                select(OutboundMail.id, OutboundMail.mail_from, OutboundMail.recipients, OutboundMail.raw,
+                       OutboundMail.attempts)
+                .where(OutboundMail.id.in_(ids), OutboundMail.status == OutboxStatus.sending,
+                       OutboundMail.claimed_by == self.worker_id))}
+        sends = []
+        for row_id in ids:
+            if row_id in rows:
+                r = rows[row_id]
+                sends.append(_Send(row_id, r.mail_from, list(r.recipients), r.raw, r.attempts, self.relays[len(sends)]))
             else:
-                when = self.now() + backoff(self.settings, attempts)
-                self._set(row_id, status=OutboxStatus.queued, next_attempt_at=when, last_error=str(exc),
-                          claimed_at=None, claimed_by=None, handed_over_at=None)
-                report.retried += 1
-                log.info("outbox: mail %s deferred until %s: %s", row_id, when.isoformat(timespec="seconds"), exc)
+                log.info("outbox: mail %s was taken back by another worker; leaving it to them", row_id)
+        return sends
+
+    @staticmethod
+    def _step(sends: list[_Send], put: Any, check: Any, lost: type[Exception] = Temporary) -> None:
+        """Write one command on every live connection, then read every answer."""
+        waiting = []
+        for a in sends:
+            if a.error is None:
+                try:
+                    put(a)
+                    waiting.append(a)
+                except (OSError, smtplib.SMTPException) as exc:
+                    a.end(_broken(lost, exc))
+        for a in waiting:
+            try:
+                check(a, *a.relay.answer())
+            except (Permanent, Temporary) as exc:
+                a.end(exc)
+            except (OSError, smtplib.SMTPException) as exc:
+                a.end(_broken(lost, exc))
+
+    def _hand_over(self, ready: list[_Send], later: list[int]) -> None:
+        """Commit handed_over_at for every row at 354 before any body goes out; keep ``later`` claimed."""
+        if not ready:
             return
-        note = f"refused by the relay for {', '.join(refused)}" if refused else None
-        self._set(row_id, status=OutboxStatus.sent, sent_at=self.now(), last_error=note,
-                  claimed_at=None, claimed_by=None)
-        report.sent += 1
-        log.info("outbox: sent mail %s to %s", row_id, ", ".join(r for r in recipients if r not in refused))
+        now = self.now()
+        try:
+            with self.services.db.transaction() as s:
+                mine = set(s.scalars(update(OutboundMail).where(self._all_mine([a.row_id for a in ready]))
+                                     .values(handed_over_at=now, claimed_at=now).returning(OutboundMail.id)
+                                     .execution_options(synchronize_session=False)))
+                if later:  # a long batch must not outlive its lease while it is being worked through
+                    s.execute(update(OutboundMail).where(self._all_mine(later)).values(claimed_at=now)
+                              .execution_options(synchronize_session=False))
+        except BaseException:
+            for a in ready:  # the bodies never go out: the relay drops the unfinished mails
+                a.relay.drop()
+            raise
+        for a in ready:
+            if a.row_id in mine:
+                a.handed_over = True
+            else:
+                a.end(Lost(f"mail {a.row_id} was taken back by another worker before its body went out"))
+
+    def _record(self, sends: list[_Send], report: DeliveryReport) -> None:
+        """Every outcome of the round in one transaction; permanent failures after, with their Slack card."""
+        now, failed = self.now(), []
+        with self.services.db.transaction() as s:
+            def mark(ids: list[int], **values: Any) -> None:
+                if ids:
+                    s.execute(update(OutboundMail).where(self._all_mine(ids))
+                              .values(claimed_at=None, claimed_by=None, **values)
+                              .execution_options(synchronize_session=False))
+            mark([a.row_id for a in sends if a.error is None and not a.refused],
+                 status=OutboxStatus.sent, sent_at=now, last_error=None)
+            for a in sends:
+                exc = a.error
+                if exc is None:
+                    if a.refused:
+                        mark([a.row_id], status=OutboxStatus.sent, sent_at=now,
+                             last_error=f"refused by the relay for {', '.join(a.refused)}")
+                    report.sent += 1
+                    log.info("outbox: sent mail %s to %s", a.row_id,
+                             ", ".join(r for r in a.recipients if r not in a.refused))
+                elif isinstance(exc, Lost):
+                    log.warning("outbox: %s", exc)
+                elif isinstance(exc, Ambiguous):
+                    mark([a.row_id], status=OutboxStatus.uncertain,
+                         last_error=f"{exc}; it may have been delivered. `renewdesk outbox retry ID` sends it again")
+                    report.uncertain += 1
+                    log.warning("outbox: mail %s is uncertain: %s", a.row_id, exc)
+                elif isinstance(exc, Permanent):
+                    failed.append((a.row_id, str(exc)))
+                elif a.attempts >= self.settings.outbox_max_attempts:
+                    failed.append((a.row_id, f"gave up after {a.attempts} attempts: {exc}"))
+                else:
+                    when = now + backoff(self.settings, a.attempts)
+                    mark([a.row_id], status=OutboxStatus.queued, next_attempt_at=when, last_error=str(exc), handed_over_at=None)
+                    report.retried += 1
+                    log.info("outbox: mail %s deferred until %s: %s", a.row_id, when.isoformat(timespec="seconds"), exc)
+        for row_id, error in failed:
+            self._fail(row_id, error, report)
 
     def _fail(self, row_id: int, error: str, report: DeliveryReport) -> None:
         from handlers.services import Tx
@@ -315,44 +334,6 @@ class Deliverer:
         report.failed += 1
         report.errors.append(error)
         log.warning("outbox: mail %s failed: %s", row_id, error)
-
-    def _transmit(self, row_id: int, mail_from: str, recipients: list[str], raw: bytes) -> list[str]:
-        """One SMTP transaction; returns the recipients the relay refused (if others were taken)."""
-        smtp = self.relay.connect()
-        handed_over = False
-        try:
-            code, msg = smtp.mail(mail_from, ["SIZE=%d" % len(raw)] if smtp.has_extn("size") else [])
-            if code != 250:
-                raise _classify(code, msg, "MAIL FROM")
-            refused: dict[str, tuple[int, Any]] = {}
-            for rcpt in recipients:
-                code, msg = smtp.rcpt(rcpt)
-                if code not in (250, 251):
-                    refused[rcpt] = (code, msg)
-            temporary = {r: cm for r, cm in refused.items() if cm[0] < 500}
-            if len(refused) == len(recipients) or temporary:
-                # nothing is sent yet: a recipient to retry later means the whole mail waits, so
-                # that nobody on it is dropped; only recipients refused for good are left out
-                smtp.rset()
-                code, msg = next(iter((temporary or refused).values()))
-                raise _classify(code, msg, "RCPT TO")
-            code, msg = smtp.docmd("DATA")
-            if code != 354:
-                raise _classify(code, msg, "DATA")
-            # the point of no return: from here a crash may leave a delivered mail behind
-            if not self._set(row_id, handed_over_at=self.now()):
-                smtp.rset()
-                raise Lost(f"mail {row_id} was taken back by another worker before its body went out")
-            handed_over = True
-            smtp.send(_dot_stuffed(raw))
-            code, msg = smtp.getreply()
-            if code != 250:
-                raise _classify(code, msg, "end of DATA")
-            return [r for r, (c, _) in refused.items()]
-        except (OSError, smtplib.SMTPException) as exc:
-            if handed_over:
-                raise Ambiguous(f"connection lost after the mail was handed to the relay: {exc}") from exc
-            raise Temporary(f"SMTP error: {exc}") from exc
 
 
 def retry(tx: Any, row_id: int) -> OutboundMail:
