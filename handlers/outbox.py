@@ -13,7 +13,7 @@ import email.utils
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from handlers.db import dialect_insert
 from handlers.errors import InvalidInput
 from handlers.models import AuditEvent, OutboundMail, OutboxStatus
-from handlers.render import render_email
+from handlers.render import RenderedEmail, email_renderer
 
 LOOP_HEADER = "X-Renewdesk-Loop"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -154,10 +154,10 @@ def queue_email(tx: Any, intent: str, context: dict[str, Any], *, to: Sequence[R
         existing = tx.session.scalar(select(OutboundMail).where(OutboundMail.dedupe_key == dedupe_key))
         if existing is not None:
             return existing
-    row = OutboundMail(**_row(tx, intent, Mail(context, to, cc=cc, dedupe_key=dedupe_key, account_id=account_id,
-                                               ticket_id=ticket_id, reply_to=reply_to, in_reply_to=in_reply_to,
-                                               references=tuple(references), extra_headers=extra_headers,
-                                               not_before=not_before), from_local))
+    mail = Mail(context, to, cc=cc, dedupe_key=dedupe_key, account_id=account_id, ticket_id=ticket_id,
+                reply_to=reply_to, in_reply_to=in_reply_to, references=tuple(references),
+                extra_headers=extra_headers, not_before=not_before)
+    row = OutboundMail(**_row(tx, intent, mail, from_local, email_renderer(tx.settings, intent)))
     if dedupe_key is None:
         tx.session.add(row)
         tx.session.flush()
@@ -190,10 +190,11 @@ class Mail:
     not_before: dt.datetime | None = None
 
 
-def _row(tx: Any, intent: str, mail: Mail, from_local: str) -> dict[str, Any]:
-    """The outbox row's columns for ``mail``: rendered and built, not yet written."""
+def _row(tx: Any, intent: str, mail: Mail, from_local: str,
+         render: Callable[[dict[str, Any]], RenderedEmail]) -> dict[str, Any]:
+    """The outbox row's columns for ``mail``: rendered (by ``render``) and built, not yet written."""
     settings = tx.settings
-    rendered = render_email(settings, intent, mail.context)
+    rendered = render(mail.context)
     msg = build_message(settings, subject=rendered.subject, text=rendered.text, html=rendered.html, to=mail.to,
                         cc=mail.cc, reply_to=mail.reply_to, from_local=from_local, date=tx.now,
                         in_reply_to=mail.in_reply_to, references=mail.references, extra_headers=mail.extra_headers)
@@ -220,7 +221,8 @@ def queue_many(tx: Any, intent: str, mails: Sequence[Mail], *, from_local: str =
     for i in range(0, len(keys), 500):
         known.update((key, rid) for key, rid in tx.session.execute(select(OutboundMail.dedupe_key, OutboundMail.id)
                                                                    .where(OutboundMail.dedupe_key.in_(keys[i:i + 500]))))
-    rows = [_row(tx, intent, m, from_local) for m in mails if m.dedupe_key is None or m.dedupe_key not in known]
+    render = email_renderer(tx.settings, intent)
+    rows = [_row(tx, intent, m, from_local, render) for m in mails if m.dedupe_key is None or m.dedupe_key not in known]
     table = OutboundMail.__table__
     stmt = dialect_insert(tx.session)(table).on_conflict_do_nothing().returning(table.c.message_id, table.c.id)
     made = {mid: rid for mid, rid in tx.session.execute(stmt, rows)} if rows else {}
