@@ -7,7 +7,9 @@
     between the largest and the smallest size (target <= 2).
 (b) The largest size with ``--big-due`` due: seconds for the sweep with its notices, reply tokens
     and outbox rows (target <= 5 s).
-Only the sweep is timed, not building the data.
+Only the sweep is timed, not building the data. Each line also gives the sweep's CPU seconds
+(this process) and the SQL statements it issued: on a shared machine the wall clock counts
+other people's work too.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import random
 import tempfile
 import time
 
-from sqlalchemy import create_engine, func, insert, select
+from sqlalchemy import create_engine, event, func, insert, select
 
 from handlers.clock import FixedClock
 from handlers.models import Account, Contact, Notice, OutboundMail, Service
@@ -65,14 +67,22 @@ def build(total: int, due: int) -> str:
 
 def timed_sweep(url: str) -> dict:
     services = Services(load_settings({}, database_url=url, secret_key="bench"), clock=FixedClock(AT))
-    t0 = time.perf_counter()
+    statements = []
+
+    def count(*_: object) -> None:
+        statements.append(1)
+    event.listen(services.db.engine, "before_cursor_execute", count)
+    t0, cpu0 = time.perf_counter(), time.process_time()
     lines = reminders.sweep(services, AT)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    event.remove(services.db.engine, "before_cursor_execute", count)
     with services.db.transaction(readonly=True) as s:
         notices = s.scalar(select(func.count()).select_from(Notice))
         mails = s.scalar(select(func.count()).select_from(OutboundMail))
     services.close()
-    return {"seconds": round(seconds, 3), "notices": notices, "emails": mails, "summary": lines[0]}
+    # CPU seconds and statements too: on a busy machine the wall clock also counts others' work
+    return {"seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "statements": len(statements),
+            "notices": notices, "emails": mails, "summary": lines[0]}
 
 
 def main() -> None:
@@ -87,8 +97,9 @@ def main() -> None:
         per_size[size] = timed_sweep(build(size, args.due))
         print(json.dumps({"bench": "sweep", "services": size, "due": args.due, **per_size[size]}), flush=True)
     small, large = per_size[min(sizes)]["seconds"], per_size[max(sizes)]["seconds"]
-    print(json.dumps({"bench": "sweep", "ratio_largest_to_smallest": round(large / small, 2), "target": "<= 2"}),
-          flush=True)
+    cpu_small, cpu_large = per_size[min(sizes)]["cpu_seconds"], per_size[max(sizes)]["cpu_seconds"]
+    print(json.dumps({"bench": "sweep", "ratio_largest_to_smallest": round(large / small, 2),
+                      "cpu_ratio": round(cpu_large / cpu_small, 2), "target": "<= 2"}), flush=True)
     big = timed_sweep(build(max(sizes), args.big_due))
     print(json.dumps({"bench": "sweep", "services": max(sizes), "due": args.big_due, **big, "target_seconds": 5}))
 

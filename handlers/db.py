@@ -4,9 +4,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from sqlalchemy import create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,6 +24,11 @@ SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA temp_store=MEMORY",
 )
+
+
+def dialect_insert(session: Session) -> Callable[..., Any]:
+    """``insert`` of the session's database, which has ``on_conflict_do_nothing`` (SQLite and PostgreSQL)."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def make_engine(settings: Settings) -> Engine:

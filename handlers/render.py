@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jinja2
 import markupsafe
@@ -58,15 +58,25 @@ def _money(minor: int, currency: str) -> str:
 
 def render_email(settings: Settings, intent: str, context: dict[str, Any]) -> RenderedEmail:
     """Render the three parts of email ``intent`` with ``context`` plus the common variables."""
+    return email_renderer(settings, intent)(context)
+
+
+def email_renderer(settings: Settings, intent: str) -> Callable[[dict[str, Any]], RenderedEmail]:
+    """:func:`render_email` for many mails of one intent: its three templates are looked up once.
+
+    (Each lookup asks the loader whether the file changed, a ``stat`` per part and mail.)
+    """
     env = environment(settings.templates_dir)
-    ctx = {"business_name": settings.business_name, "public_url": settings.public_url.rstrip("/"),
-           "mail_domain": settings.mail_domain, **context}
-    subject = env.get_template(f"email/{intent}.subject.j2").render(ctx)
-    return RenderedEmail(
-        subject=" ".join(subject.split()),  # one line, whatever the template or its input did
-        text=env.get_template(f"email/{intent}.txt.j2").render(ctx),
-        html=env.get_template(f"email/{intent}.html.j2").render(ctx),
-    )
+    common = {"business_name": settings.business_name, "public_url": settings.public_url.rstrip("/"),
+              "mail_domain": settings.mail_domain}
+    subject_t = env.get_template(f"email/{intent}.subject.j2")
+    text_t, html_t = env.get_template(f"email/{intent}.txt.j2"), env.get_template(f"email/{intent}.html.j2")
+
+    def render(context: dict[str, Any]) -> RenderedEmail:
+        ctx = {**common, **context}
+        # the subject on one line, whatever the template or its input did
+        return RenderedEmail(" ".join(subject_t.render(ctx).split()), text_t.render(ctx), html_t.render(ctx))
+    return render
 
 
 def render_web(settings: Settings, name: str, context: dict[str, Any]) -> str:

@@ -18,15 +18,15 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from handlers.clock import local_date
+from handlers.db import dialect_insert
 from handlers.jobs import Sweep, register_sweep
 from handlers.models import (Account, DecisionAction, Invoicing, JobRun, Notice, RenewalDecision, Service,
                              ServiceStatus)
-from handlers.outbox import queue_email
+from handlers.outbox import Mail, Recipient, queue_many
 from handlers.renewals import tokens
 from handlers.renewals.occasions import Occasion, due, in_cycle, occasions, phrase
 from handlers.renewals.people import renewal_recipients
@@ -36,7 +36,7 @@ KIND = "renewal_reminder"
 ACTOR = "system:scheduler"
 REMINDED = (ServiceStatus.active, ServiceStatus.suspended, ServiceStatus.expired)
 CATCH_UP_DAYS = 31     # a longer outage is covered from this many days back
-ACCOUNTS_PER_BATCH = 200
+ACCOUNTS_PER_BATCH = 500  # one transaction each: a crash loses at most one batch's work, never doubles it
 CHUNK = 500            # ids per IN (...) list
 
 
@@ -103,22 +103,22 @@ def _without_decided(tx: Any, planned: list[Due]) -> list[Due]:
 
 # -- sending --------------------------------------------------------------------------------
 
-def _claim(tx: Any, account_id: int, items: list[Due], outcome: str, detail: str) -> dict[int, int]:
-    """Insert the notices; returns {service_id: notice_id} for those this run inserted (the others: someone else)."""
-    dialect = tx.session.get_bind().dialect.name
-    insert = (postgresql if dialect == "postgresql" else sqlite).insert
+def _claim(tx: Any, claims: list[tuple[int, Due, str, str]]) -> dict[int, int]:
+    """Insert the notices ``(account_id, due, outcome, detail)`` with one statement per few hundred rows;
+    returns {service_id: notice_id} for those this run inserted (the others: someone else did)."""
     table = Notice.__table__
-    stmt = insert(table).on_conflict_do_nothing(
+    stmt = dialect_insert(tx.session)(table).on_conflict_do_nothing(
         index_elements=["kind", "subject_type", "subject_id", "occasion", "occasion_date"]).returning(
         table.c.subject_id, table.c.id)
     rows = [{"kind": KIND, "subject_type": "service", "subject_id": d.service_id, "occasion": d.occasion.label,
              "occasion_date": d.expires_on, "account_id": account_id, "created_at": tx.now, "outcome": outcome,
              "detail": detail[:2000]}
-            for d in items]
+            for account_id, d, outcome, detail in claims]
+    # (a Result has keys(): dict() would take it for a mapping)
     return {sid: nid for sid, nid in tx.session.execute(stmt, rows)} if rows else {}
 
 
-def buckets(items: Iterable[tuple[Service, Occasion]], today: dt.date) -> list[dict[str, Any]]:
+def buckets(items: Iterable[tuple[Any, Occasion]], today: dt.date) -> list[dict[str, Any]]:
     """Services grouped by how soon they expire, soonest (or longest expired) first."""
     groups: dict[str, dict[str, Any]] = {}
     for svc, occ in sorted(items, key=lambda p: (p[0].expires_on, p[0].name)):
@@ -130,57 +130,66 @@ def buckets(items: Iterable[tuple[Service, Occasion]], today: dt.date) -> list[d
     return sorted(groups.values(), key=lambda g: g["days"])
 
 
-def _remind_account(tx: Any, account: Account, items: list[tuple[Service, Due]], today: dt.date) -> str | None:
-    # the outcome is known before the claim, so each notice is written once, complete
-    recipients = [] if account.invoicing == Invoicing.paper else renewal_recipients(account)
+def _outcome(account: Account) -> tuple[str, str, list[Recipient]]:
+    """What happens to an account's reminder, known before the claim so each notice is written once, complete."""
     if account.invoicing == Invoicing.paper:
-        outcome, detail = "skipped_paper", "paper invoicing: staff handle it by hand"
-    elif not recipients:
-        outcome, detail = "no_recipient", "no contact, owner or sales contact to write to"
-    else:
-        outcome, detail = "sent", "to " + ", ".join(r.email for r in recipients)
-    claimed = _claim(tx, account.id, [d for _, d in items], outcome, detail)
-    mine = [(svc, d) for svc, d in items if svc.id in claimed]
-    if not mine:
-        return None
-    names = ", ".join(svc.name for svc, _ in mine)
-    if outcome == "skipped_paper":
-        return f"{account.name}: paper invoicing, for staff to handle by hand: {names}"
-    if outcome == "no_recipient":
-        return f"{account.name}: nobody to write to about {names}"
-    last = max(svc.expires_on for svc, _ in mine)
-    first_notice = min(claimed.values())
-    request, token = tokens.issue(
-        tx, account.id, [svc.id for svc, _ in mine], kind=tokens.REPLY, notice_id=first_notice,
-        expires_at=tokens.end_of_day(last + dt.timedelta(days=tx.settings.renewal_grace_days), tx.settings.tz))
-    groups = buckets([(svc, d.occasion) for svc, d in mine], today)
-    for r in recipients:
-        # no dedupe_key: the notices claimed above, in this same transaction, already make the mail
-        # exactly-once, and a key would cost a lookup and a savepoint per recipient
-        queue_email(tx, KIND, {"recipient_name": r.name, "account_name": account.name, "buckets": groups,
-                               "count": len(mine), "example": mine[0][0].name,
-                               "page_url": tokens.page_url(tx.settings, token),
-                               "grace_days": tx.settings.renewal_grace_days},
-                    to=[r], account_id=account.id, reply_to=tokens.reply_address(tx.settings, token))
-    return f"{account.name}: reminded {len(recipients)} recipient(s) of {names}"
+        return "skipped_paper", "paper invoicing: staff handle it by hand", []
+    recipients = renewal_recipients(account)
+    if not recipients:
+        return "no_recipient", "no contact, owner or sales contact to write to", []
+    return "sent", "to " + ", ".join(r.email for r in recipients), recipients
 
 
 def remind(tx: Any, batch: dict[int, list[Due]], today: dt.date) -> list[str]:
-    """Send one batch of accounts' reminders in this transaction; lines say what happened."""
+    """Send one batch of accounts' reminders in this transaction; lines say what happened.
+
+    Set-wise: one statement per few hundred rows claims the batch's notices, one issues its reply
+    tokens and one queues its mails, whatever the number of accounts.
+    """
     ids = [d.service_id for dues in batch.values() for d in dues]
-    svcs = {s.id: s for part in chunks(ids, CHUNK) for s in tx.session.scalars(
-        select(Service).where(Service.id.in_(part)))}
+    # columns, not ORM objects: only read, and thousands of them
+    svcs = {s.id: s for part in chunks(ids, CHUNK) for s in tx.session.execute(
+        select(Service.id, Service.name, Service.kind, Service.expires_on, Service.status, Service.auto_renew)
+        .where(Service.id.in_(part)))}
     accounts = tx.session.scalars(select(Account).where(Account.id.in_(list(batch)))
                                   .options(selectinload(Account.contacts)).order_by(Account.id))
-    lines = []
+    todo: list[tuple[Account, list[tuple[Any, Due]], str, str, list[Recipient]]] = []
     for account in accounts:
         # the plan was read in another transaction: keep only what is still true
         items = [(svcs[d.service_id], d) for d in batch[account.id] if d.service_id in svcs
                  and svcs[d.service_id].expires_on == d.expires_on and svcs[d.service_id].status in REMINDED
                  and not svcs[d.service_id].auto_renew]
-        line = _remind_account(tx, account, items, today) if items else None
-        if line:
-            lines.append(line)
+        if items:
+            todo.append((account, items, *_outcome(account)))
+    claimed = _claim(tx, [(acc.id, d, outcome, detail) for acc, items, outcome, detail, _ in todo for _, d in items])
+    lines, writing = [], []
+    for account, items, outcome, _, recipients in todo:
+        mine = [(svc, d) for svc, d in items if svc.id in claimed]
+        if not mine:
+            continue
+        names = ", ".join(svc.name for svc, _ in mine)
+        if outcome == "skipped_paper":
+            lines.append(f"{account.name}: paper invoicing, for staff to handle by hand: {names}")
+        elif outcome == "no_recipient":
+            lines.append(f"{account.name}: nobody to write to about {names}")
+        else:
+            lines.append(f"{account.name}: reminded {len(recipients)} recipient(s) of {names}")
+            writing.append((account, mine, recipients))
+    grace = tx.settings.renewal_grace_days
+    secrets_ = tokens.issue_many(tx, [
+        (account.id, [svc.id for svc, _ in mine], tokens.end_of_day(
+            max(svc.expires_on for svc, _ in mine) + dt.timedelta(days=grace), tx.settings.tz),
+         min(claimed[svc.id] for svc, _ in mine)) for account, mine, _ in writing], kind=tokens.REPLY)
+    mails = []
+    for (account, mine, recipients), token in zip(writing, secrets_):
+        common = {"account_name": account.name, "buckets": buckets([(svc, d.occasion) for svc, d in mine], today),
+                  "count": len(mine), "example": mine[0][0].name, "page_url": tokens.page_url(tx.settings, token),
+                  "grace_days": grace}
+        # no dedupe_key: the notices claimed above, in this same transaction, already make the mail
+        # exactly-once, and a key would cost a lookup per recipient
+        mails += [Mail({"recipient_name": r.name, **common}, [r], account_id=account.id,
+                       reply_to=tokens.reply_address(tx.settings, token)) for r in recipients]
+    queue_many(tx, KIND, mails)
     return lines
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from handlers import render
 from handlers.errors import InvalidInput
 from handlers.models import AuditEvent, OutboundMail
-from handlers.outbox import LOOP_HEADER, Recipient, queue_email
+from handlers.outbox import LOOP_HEADER, Mail, Recipient, queue_email, queue_many
 
 CTX = {"subject": "Your renewal", "body": "Hello <b>world</b>\nsecond line", "recipient_name": "Ann"}
 
@@ -126,3 +126,40 @@ def test_an_address_that_is_not_one_address_is_refused(services):
     for bad in ("two@a.test, three@b.test", "no-at-sign", "a@b@c.test", "spaced out@acme.test"):
         with pytest.raises(InvalidInput, match="not an email address"):
             services.run(lambda tx: queue_email(tx, "staff_message", dict(CTX), to=[Recipient(bad)]))
+
+
+def _comparable(raw):
+    """A message's headers and parts, without what is unique per mail (Message-ID, boundary)."""
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    head = [(k, str(v)) for k, v in msg.items() if k not in ("Message-ID", "Content-Type")]
+    return head, msg.get_body(("plain",)).get_content(), msg.get_body(("html",)).get_content()
+
+
+def test_queue_many_writes_what_queue_email_writes_and_keeps_keys_exactly_once(services):
+    """The batched path gives byte-for-byte the same message (but its Message-ID), an audit entry per
+    mail, and honours dedupe keys: one already queued is not queued again, a key twice in one call
+    queues once; the ids come back in the order asked."""
+    to = [Recipient("ann@acme.test", "Ann Owner")]
+    one = services.run(lambda tx: queue_email(tx, "staff_message", dict(CTX), to=to, dedupe_key="k-old",
+                                              account_id=None, reply_to="renew+x@desk.example.test"))
+
+    def op(tx):
+        return queue_many(tx, "staff_message", [
+            Mail(dict(CTX), to, reply_to="renew+x@desk.example.test"),
+            Mail(dict(CTX), to, dedupe_key="k-old"),
+            Mail(dict(CTX, recipient_name="Bob"), ["bob@acme.test"], dedupe_key="k-new"),
+            Mail(dict(CTX, recipient_name="Bob"), ["bob@acme.test"], dedupe_key="k-new")])
+    ids = services.run(op)
+    again = services.run(lambda tx: queue_many(tx, "staff_message", [Mail(dict(CTX), to, dedupe_key="k-new")]))
+    with services.db.transaction(readonly=True) as s:
+        rows = {r.id: r for r in s.scalars(select(OutboundMail))}
+        audited = s.execute(select(AuditEvent.subject_id, AuditEvent.detail).where(
+            AuditEvent.action == "email.queue")).all()
+    assert len(rows) == 3 and ids[1] == one.id and ids[2] == ids[3] == again[0] and ids[0] not in (one.id, ids[2])
+    assert _comparable(rows[ids[0]].raw) == _comparable(one.raw)
+    assert rows[ids[0]].subject == one.subject and rows[ids[0]].recipients == one.recipients
+    assert rows[ids[2]].recipients == ["bob@acme.test"] and "Hello Bob" in _comparable(rows[ids[2]].raw)[1]
+    assert sorted((int(sid), d["to"]) for sid, d in audited) == sorted(
+        (r.id, r.recipients) for r in rows.values())
+    with pytest.raises(InvalidInput):
+        services.run(lambda tx: queue_many(tx, "staff_message", [Mail(dict(CTX), [])]))
