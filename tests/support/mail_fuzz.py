@@ -3,7 +3,8 @@ encoded words, and real corpus mail with byte-level edits; and the example-count
 
 Profiles: ``default`` (150 examples per test); ``fuzz`` (``HYPOTHESIS_PROFILE=fuzz``, ``make fuzz``)
 10,000; ``RENEWDESK_FUZZ_EXAMPLES=N`` sets the count. ``DB_EXAMPLES`` (a fifth) is for tests that
-cost a database round trip per example.
+cost a database round trip per example, ``SUBPROCESS_EXAMPLES`` (a five-hundredth, at least 3) for
+those that start a process per example.
 """
 from __future__ import annotations
 
@@ -168,5 +169,5 @@ def mutated_corpus(draw) -> bytes:
 any_message = st.one_of(st.binary(min_size=1, max_size=2000), generated_messages(),
                         *([mutated_corpus()] if CORPUS_FILES else []))
 
-# a process per example (the pipe as an MTA runs it) costs about a second: a small sample
-SUBPROCESS_EXAMPLES = max(3, settings.default.max_examples // 50)
+# a process per example (the pipe as an MTA runs it) costs one to two seconds: a small sample
+SUBPROCESS_EXAMPLES = max(3, settings.default.max_examples // 500)
