@@ -34,7 +34,7 @@ settings-table: $(STAMP)
 peer:
 	bench/setup_peer.sh
 
-## The property tests of the mail pipeline and its doors, over 50,000 examples in all (10-15 minutes);
+## The property tests of the mail pipeline and its doors, over 50,000 examples in all (about 20 minutes);
 ## the statistics at the end say how many each test ran (docs/fuzzing.md).
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider --hypothesis-show-statistics \

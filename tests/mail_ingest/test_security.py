@@ -29,7 +29,7 @@ import pytest
 from sqlalchemy import func, select
 
 from handlers.delivery import Deliverer
-from handlers.models import Contact, RenewalDecision, Service, ServiceStatus, Ticket, TicketMessage
+from handlers.models import Account, Contact, RenewalDecision, Service, ServiceStatus, Ticket, TicketMessage
 from handlers.tickets import ops, refs
 from mail_ingest.process import process_batch
 from tests.support import renewals
@@ -244,7 +244,6 @@ def test_html_in_client_mail_is_never_live_in_the_ack_or_on_the_renewal_pages(se
 
     def hostile_names(tx):
         tx.session.scalar(select(Contact).where(Contact.email == "dev@acme.test")).name = HOSTILE
-        from handlers.models import Account
         tx.session.get(Account, ids["account"]).name = f"Acme {HOSTILE}"
     services.run(hostile_names)
     token = renewals.reminder_token(services, TODAY)
