@@ -25,6 +25,8 @@ from handlers.render import RenderedEmail, email_renderer
 
 LOOP_HEADER = "X-Renewdesk-Loop"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+NAME_LINE = 900                 # an encoded name stays one word up to this, within a line's 998
+ADDRESS_SEPARATOR = ",\r\n "     # each address on its own (folded) line, so long names never make one too long
 
 
 @dataclass(frozen=True)
@@ -55,15 +57,29 @@ def _mailbox(name: str, addr: str) -> str:
     """``Name <addr>`` for a header: RFC 2047 for non-ASCII names, quotes for specials."""
     if not name:
         return addr
-    if not name.isascii():
-        return f"{email.header.Header(name, 'utf-8').encode()} <{addr}>"
+    if _needs_encoding(name):
+        # one encoded word where it fits a line: readers (Python's among them) keep the space
+        # between two encoded words of a display name, which RFC 2047 6.2 says to drop
+        return f"{_encoded(name, NAME_LINE)} <{addr}>"
     if _NEEDS_QUOTES.search(name):
         name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return f"{name} <{addr}>"
 
 
+def _needs_encoding(value: str) -> bool:
+    """Non-ASCII, or text a mail reader would take for an RFC 2047 encoded word and decode: a client's
+    name or subject that reads ``=?utf-8?q?...?=`` must arrive as those characters, not as whatever
+    they decode to (a different name, a line break)."""
+    return not value.isascii() or "=?" in value
+
+
+def _encoded(value: str, maxlinelen: int = 76) -> str:
+    """RFC 2047 encoded words, folded with CRLF (RFC 5322 2.2.3): the stdlib folds with a bare LF."""
+    return email.header.Header(value, "utf-8", maxlinelen=maxlinelen).encode(linesep="\r\n")
+
+
 def _unstructured(value: str) -> str:
-    return value if value.isascii() else email.header.Header(value, "utf-8", maxlinelen=76).encode()
+    return _encoded(value) if _needs_encoding(value) else value
 
 
 def _qp(text: str) -> bytes:
@@ -106,9 +122,9 @@ def build_message(settings: Any, *, subject: str, text: str, html: str, to: Sequ
     message_id = message_id or new_message_id(settings)
     boundary = f"=_rd_{secrets.token_hex(12)}"
     head = [("From", _mailbox(header_text(settings.business_name), our_address(settings, from_local))),
-            ("To", ", ".join(_mailbox(n, a) for n, a in to_pairs))]
+            ("To", ADDRESS_SEPARATOR.join(_mailbox(n, a) for n, a in to_pairs))]
     if cc_pairs:
-        head.append(("Cc", ", ".join(_mailbox(n, a) for n, a in cc_pairs)))
+        head.append(("Cc", ADDRESS_SEPARATOR.join(_mailbox(n, a) for n, a in cc_pairs)))
     if reply_to:
         head.append(("Reply-To", _mailbox(*_address(reply_to))))
     head += [("Subject", _unstructured(header_text(subject, 250))),

@@ -33,6 +33,12 @@ def clip(text: str, limit: int, more: str = "") -> str:
     return text[:max(0, limit - len(tail))] + tail
 
 
+def fallback(text: str, limit: int = 300) -> str:
+    """A message's top-level ``text`` (what notifications show): Slack reads it as mrkdwn too, so a
+    client's ``<!channel>`` there would notify the whole channel; escaped like the blocks."""
+    return escape(clip(text, limit))
+
+
 def section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, SECTION_CHARS) or " "}}
 
@@ -98,7 +104,7 @@ def ticket_card(tx: Any, ticket: Ticket, last: str | None = None) -> dict[str, A
         buttons.append(button("Close", "ticket_close", str(ticket.id)))
     blocks.append(actions(f"card:ticket:{ticket.id}", buttons))
     text = f"T-{ticket.id} {ticket.subject} ({account.name}): {_status(ticket)}"
-    return {"text": clip(text, 300), "blocks": blocks}
+    return {"text": fallback(text), "blocks": blocks}
 
 
 def thread_message(message: TicketMessage) -> dict[str, Any]:
@@ -114,7 +120,7 @@ def thread_message(message: TicketMessage) -> dict[str, Any]:
         head = f":memo: Internal note by {who} (not emailed)"
     else:
         head = f":robot_face: Automatic mail from {who} (not answered)"
-    return {"text": clip(f"{head}: {message.body}", 300), "blocks": [section(f"{head}\n{body}")]}
+    return {"text": f"{head}: {fallback(message.body, 250)}", "blocks": [section(f"{head}\n{body}")]}
 
 
 # -- money and accounts -----------------------------------------------------------------------
@@ -157,7 +163,7 @@ def suspension_card(tx: Any, sus: Suspension, last: str | None = None) -> dict[s
     if inv is not None and invoice_buttons(inv):
         blocks.append(actions(f"card:suspension:{sus.id}:invoice", invoice_buttons(inv)))
     blocks.append(actions(f"card:suspension:{sus.id}", account_buttons(acc)))
-    return {"text": clip(f"{acc.name} suspended automatically: {why}", 300), "blocks": blocks}
+    return {"text": fallback(f"{acc.name} suspended automatically: {why}"), "blocks": blocks}
 
 
 # -- mail -------------------------------------------------------------------------------------
@@ -169,7 +175,7 @@ def quarantine_card(tx: Any, row: InboundMail, last: str | None = None) -> dict[
     blocks += _last(last)
     if row.status.value == "quarantined":
         blocks.append(actions(f"card:inbox:{row.id}", [button("Process again", "inbox_retry", str(row.id))]))
-    return {"text": clip(f"Quarantined mail #{row.id}: {row.reason or ''}", 300), "blocks": blocks}
+    return {"text": fallback(f"Quarantined mail #{row.id}: {row.reason or ''}"), "blocks": blocks}
 
 
 def failed_delivery_card(tx: Any, mail: OutboundMail) -> dict[str, Any]:
@@ -178,7 +184,7 @@ def failed_delivery_card(tx: Any, mail: OutboundMail) -> dict[str, Any]:
            f"{escape(', '.join(mail.recipients or []))}\n_{escape(mail.subject)}_\n" \
            f"{escape(clip(mail.last_error or '', 1500))}"
     where = f"account {escape(acc.name)} · " if acc else ""
-    return {"text": clip(f"Mail #{mail.id} to {', '.join(mail.recipients or [])} failed", 300),
+    return {"text": fallback(f"Mail #{mail.id} to {', '.join(mail.recipients or [])} failed"),
             "blocks": [section(head), context(f"{where}`renewdesk outbox list --failed` · "
                                               "`renewdesk outbox retry ID` sends it again")]}
 
@@ -194,4 +200,4 @@ def digest_message(content: dict[str, Any]) -> dict[str, Any]:
             if sec["more"]:
                 lines.append(f"… and {sec['more']} more")
             blocks.append(section(f"*{escape(sec['title'])}*\n" + "\n".join(lines)))
-    return {"text": clip(content["title"], 300), "blocks": blocks[:50]}
+    return {"text": fallback(content["title"]), "blocks": blocks[:50]}

@@ -1,6 +1,7 @@
 """The HTTP side: `/healthz`, the renewal pages and the Slack endpoint `POST /slack/events`."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from starlette.applications import Starlette
@@ -9,6 +10,8 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from handlers.status import safe_report
+
+log = logging.getLogger("renewdesk.web")
 
 
 def build_web_app(services: Any, *, in_process_scheduler: Any = None) -> Starlette:
@@ -34,10 +37,12 @@ def build_web_app(services: Any, *, in_process_scheduler: Any = None) -> Starlet
 def slack_endpoint(services: Any) -> Any:
     """Slack's commands, events and interactivity; 503 with the reason when Slack is not configured.
 
-    slack-bolt verifies the signature and timestamp. Its dispatch blocks until the listener
-    acknowledges, so it runs in a worker thread, never on the event loop.
+    Each request's signature and timestamp are checked, and a replay refused, before slack-bolt
+    sees it (:mod:`bot.signed`); bolt checks the signature again. Its dispatch blocks until the
+    listener acknowledges, so it runs in a worker thread, never on the event loop.
     """
     from bot import build_app, http_enabled
+    from bot.signed import SignedRequests
 
     if not http_enabled(services.settings):
         async def off(request: Request) -> JSONResponse:
@@ -47,9 +52,16 @@ def slack_endpoint(services: Any) -> Any:
 
     from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
     app = build_app(services)
+    signed = SignedRequests(services.settings.slack_signing_secret)
 
     async def events(request: Request) -> Any:
-        bolt_request = to_bolt_request(request, await request.body())
+        body = await request.body()
+        refused = signed.refusal(body, request.headers.get("x-slack-request-timestamp"),
+                                 request.headers.get("x-slack-signature"))
+        if refused:
+            log.warning("slack: refused a request from %s: %s", request.client.host if request.client else "?", refused)
+            return JSONResponse({"error": refused}, status_code=401)
+        bolt_request = to_bolt_request(request, body)
         return to_starlette_response(await _in_thread(app.dispatch, bolt_request))
     return events
 
