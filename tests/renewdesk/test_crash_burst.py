@@ -59,7 +59,7 @@ def test_burst_with_two_sigkills_stores_and_processes_each_message_once(db_url, 
             if not worker.alive():
                 worker.start()
         senders.join()
-        burst.check_stored(engine, messages, senders, earlier=1)
+        burst.check_stored(engine, messages, senders, others=1)
         for mid, row in lost.items():
             outcome = senders.outcomes[mid]
             assert outcome.failures[0].startswith("answer lost") and outcome.stored_as == row, (mid, outcome)

@@ -125,6 +125,14 @@ class DoorProcess:
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
+    def wait_log(self, line: str, timeout: float = 60) -> None:
+        """Until the process has logged ``line`` (it is then surely past its start-up)."""
+        deadline = time.monotonic() + timeout
+        while line not in self.output():
+            assert self.alive(), f"renewdesk {self.args[0]} exited {self.popen.returncode}:\n{self.output()[-3000:]}"
+            assert time.monotonic() < deadline, f"renewdesk {self.args[0]} never logged {line!r}"
+            time.sleep(0.05)
+
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
@@ -302,22 +310,24 @@ def row_ticket(engine, mid: str) -> int:  # noqa: ANN001
         return c.execute(text("SELECT ticket_id FROM inbound_mail WHERE message_id = :m"), {"m": mid}).scalar_one()
 
 
-def check_stored(engine, messages: list[Message], senders: Senders, *, earlier: int = 0) -> None:  # noqa: ANN001
+def check_stored(engine, messages: list[Message], senders: Senders, *, others: int = 0) -> None:  # noqa: ANN001
     """Every message answered 250 and stored exactly once, as the row its 250 named, bytes intact
-    (``earlier``: rows stored before these messages)."""
+    (``others``: how many other rows the table holds)."""
     assert not senders.errors, senders.errors[:10]
     unanswered = [m.mid for m in messages if not senders.outcomes[m.mid].answer]
     assert not unanswered, f"{len(unanswered)} messages never answered 250: {unanswered[:5]}"
     with engine.connect() as c:
-        rows = c.execute(text("SELECT id, message_id, digest, raw FROM inbound_mail ORDER BY id")).all()[earlier:]
+        everything = c.execute(text("SELECT id, message_id, digest, raw FROM inbound_mail")).all()
+    ours = {m.mid for m in messages}
+    rows = [r for r in everything if r.message_id in ours]
     by_mid = Counter(r.message_id for r in rows)
-    by_digest = Counter(r.digest for r in rows)
+    by_digest = Counter(r.digest for r in everything)
     twice = [mid for mid, k in by_mid.items() if k > 1]
     assert not twice, f"{len(twice)} messages stored more than once: {twice[:5]}"
     assert not [d for d, k in by_digest.items() if k > 1], "the same bytes stored twice"
     missing = {m.mid for m in messages} - set(by_mid)
     assert not missing, f"{len(missing)} answered 250 but not stored: {sorted(missing)[:5]}"
-    assert len(rows) == len(messages), (len(rows), len(messages))
+    assert len(rows) == len(messages) and len(everything) == len(messages) + others, (len(everything), others)
     ids = {r.message_id: r.id for r in rows}
     for r in rows:
         assert hashlib.sha256(r.raw).hexdigest() == r.digest
