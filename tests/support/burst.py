@@ -137,6 +137,17 @@ class DoorProcess:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
+def stop_all(*processes: DoorProcess) -> tuple[int | None, ...]:
+    """SIGTERM each (even when an earlier one would not stop); their exit codes, None for a hang."""
+    codes = []
+    for p in processes:
+        try:
+            codes.append(p.stop())
+        except AssertionError:
+            codes.append(None)
+    return tuple(codes)
+
+
 @dataclass
 class Outcome:
     """What the sending side saw for one message."""
@@ -353,6 +364,7 @@ def check_processed(engine, messages: list[Message], *, reply_ticket: int | None
             {"t": reply_ticket or -1}).scalar_one()
     ours = {m.mid for m in messages}
     assert set(status) == {"done"}, status
+    assert ours <= set(per_mail), f"not stored: {sorted(ours - set(per_mail))[:5]}"
     not_one = {mid: k for mid, k in per_mail.items() if mid in ours and k != 1}
     assert not not_one, f"{len(not_one)} messages without exactly one ticket message: {list(not_one.items())[:5]}"
     replies = sum(m.reply for m in messages)
