@@ -7,7 +7,9 @@ to our mail; 3. auto-reply or bulk → stored on its ticket if it threads, never
 ticket, new mail from a contact opens a ticket on the master account, unknown senders follow
 ``RENEWDESK_UNKNOWN_SENDERS``. Mail that cannot be read, or whose processing fails, is
 quarantined with the reason (Promise 2); each message runs in its own savepoint, so one bad
-message neither blocks nor spoils the others in its batch.
+message neither blocks nor spoils the others in its batch. A database error that is not the
+message's fault (down, lock timeout, deadlock) is not a reason: the whole batch is rolled back
+and its messages stay new for the next round.
 
 Rows are claimed with ``FOR UPDATE SKIP LOCKED`` so several processors (threads, or
 processes on PostgreSQL) never take the same message.
@@ -20,6 +22,7 @@ from typing import Any
 from sqlalchemy import select
 
 from handlers.bounces import record_bounce
+from handlers.db import is_transient
 from handlers.inbox import over_flood_cap
 from handlers.mail_facts import FactAttachment, MailFacts
 from handlers.models import InboundMail, InboundStatus
@@ -50,6 +53,10 @@ def _take(tx: Any, limit: int) -> int:
             with tx.session.begin_nested():
                 _understand(tx, row)
         except Exception as exc:  # one message must not block the queue: keep it, say why
+            if is_transient(exc):
+                # the database's trouble, not the message's: the batch rolls back, the rows stay
+                # new, and the next round takes them again (the caller sees a TemporaryFailure)
+                raise
             log.exception("inbox: message %s could not be processed", row.id)
             row.status, row.classification = InboundStatus.quarantined, "error"
             row.reason = f"processing failed: {exc.__class__.__name__}: {exc}"[:2000]

@@ -62,6 +62,7 @@ class PostgresServer:
         self.dir = Path(tempfile.mkdtemp(prefix="renewdesk-pg-"))
         self.port = free_port()
         self.as_root = os.geteuid() == 0
+        self.running = False
         if self.as_root:
             try:
                 pw = pwd.getpwnam("postgres")
@@ -78,14 +79,26 @@ class PostgresServer:
     def start(self) -> "PostgresServer":
         data = self.dir / "data"
         self._run("initdb", "-D", str(data), "-A", "trust", "-U", "rd", "-E", "UTF8", "--no-sync")
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Start the server on its data directory and port (after :meth:`halt`, a database outage)."""
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off " \
                f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        self._run("pg_ctl", "-D", str(data), "-l", str(self.dir / "log"), "-w", "-o", opts, "start")
-        return self
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w", "-o", opts, "start")
+        self.running = True
+
+    def halt(self) -> None:
+        """Stop the server as an operator does (``-m fast``: clients are cut off, every commit is
+        kept), leaving its data for :meth:`resume`."""
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+        self.running = False
 
     def stop(self) -> None:
         try:
-            self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop")
+            if self.running:
+                self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 
