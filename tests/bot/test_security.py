@@ -2,7 +2,8 @@
 
 Through the real web server with signed requests (``SlackSender``) on both databases:
 - a request without Slack's signature headers, with a timestamp that is not a number, or more than
-  five minutes old or ahead, is refused with 401 and nothing runs (a wrong secret and a ten-minute-old
+  six minutes old or ahead (the exact 300/301 s edge: the last test, under an injected clock), is
+  refused with 401 and nothing runs (a wrong secret and a ten-minute-old
   request: tests/bot/test_desk.py ``test_requests_slack_did_not_sign_are_refused``);
 - a validly signed request sent a second time (a replay inside the five minutes) is refused and acts
   once: a command, a Confirm click, an event;
@@ -56,7 +57,8 @@ def test_unsigned_garbled_and_stale_requests_are_refused(sender, fake_slack, ser
     assert sender.client.post(sender.url, content=form, headers={
         **plain, "X-Slack-Request-Timestamp": "soon", "X-Slack-Signature": "v0=00"}).status_code == 401
     now = int(time.time())
-    for stale in (now - 301, now + 301):
+    # a minute beyond the window each way: a loaded machine may take a second or two to read the request
+    for stale in (now - 360, now + 360):
         assert sender.command("charge add acme 5.00 replayed", "UADMIN", timestamp=stale).status_code == 401
     assert sender.command("charge add acme 5.00 replayed", "UADMIN", timestamp=now - 240).status_code == 200
     fake_slack.wait_for("response_url", 1)
@@ -143,3 +145,26 @@ def test_client_text_is_escaped_in_cards_threads_and_notifications(services, acm
             assert live not in raw, (live, post.body)
         assert "&lt;!channel&gt;" in post.body["text"] and "&lt;!channel&gt;" in every_text(post.body)
         assert "&amp;" in post.body["text"]
+
+
+def test_the_five_minute_window_and_the_replay_memory_to_the_second():
+    """The check itself under an injected clock: 300 s either way is accepted, 301 s is not; a signature
+    is remembered for ten minutes (a replay within them is refused), then forgotten."""
+    from bot.signed import SignedRequests
+    from tests.support.slack_api import signature
+    clock = [1_800_000_000.0]
+    check = SignedRequests("s3cret", now=lambda: clock[0])
+
+    def signed(ts: int, body: bytes = b"x=1") -> tuple[bytes, str, str]:
+        return body, str(ts), signature("s3cret", str(ts), body.decode())
+    t = int(clock[0])
+    assert check.refusal(*signed(t - 300)) is None and check.refusal(*signed(t + 300)) is None
+    assert "five minutes" in check.refusal(*signed(t - 301)) and "five minutes" in check.refusal(*signed(t + 301))
+    assert "does not match" in check.refusal(b"x=1", str(t), "v0=" + "0" * 64)
+    assert "replay" in check.refusal(*signed(t - 300))
+    clock[0] += 299  # the replay still within its own window: still remembered
+    assert "replay" in check.refusal(*signed(t + 300))
+    clock[0] += 10 * 60  # past both windows: the timestamp itself is now refused
+    assert "five minutes" in check.refusal(*signed(t + 300))
+    fresh = int(clock[0])
+    assert check.refusal(*signed(fresh, b"y=2")) is None
