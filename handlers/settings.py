@@ -75,6 +75,9 @@ class Settings:
         "Authentication-Results headers are believed; accounts may require a DMARC pass from them")
     db_busy_timeout: float = _setting(
         "RENEWDESK_DB_BUSY_TIMEOUT", 10.0, "seconds a SQLite writer waits for the lock before giving up (451)")
+    db_start_wait: float = _setting(
+        "RENEWDESK_DB_START_WAIT", 60.0, "seconds a long-running process (run, web, worker, smtp, imap) waits "
+        "for an unreachable database when it starts, trying again every 2 s, before it exits 75; 0 gives up at once")
     business_name: str = _setting(
         "RENEWDESK_BUSINESS_NAME", "Example Hosting", "the name clients see in emails and pages")
     outbound_smtp_url: str = _setting(

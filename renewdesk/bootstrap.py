@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any
 
 from sqlalchemy import inspect
@@ -37,18 +38,36 @@ def open_engine(settings: Settings) -> Engine:
     return engine
 
 
+def wait_for_engine(settings: Settings, *, sleep: Any = time.sleep, clock: Any = time.monotonic) -> Engine:
+    """:func:`open_engine` for a long-running process: a database that is down when it starts (PostgreSQL
+    restarting, a container coming up later) is tried again every 2 s for ``RENEWDESK_DB_START_WAIT``
+    seconds, one log line each time, instead of the process exiting at once and, under a Procfile
+    runner, taking its siblings down with it."""
+    deadline = clock() + settings.db_start_wait
+    while True:
+        try:
+            return open_engine(settings)
+        except TemporaryFailure as exc:
+            left = deadline - clock()
+            if left <= 0:
+                raise
+            log.warning("%s; trying again in 2 s (giving up in %d s)", exc.message, max(1, round(left)))
+            sleep(min(2.0, left))
+
+
 def _is_empty(engine: Engine) -> bool:
     return not inspect(engine).get_table_names()
 
 
-def open_services(settings: Settings, *, upgrade: bool = False, check: bool = True) -> Services:
+def open_services(settings: Settings, *, upgrade: bool = False, check: bool = True,
+                  wait: bool = False) -> Services:
     """Services on a database whose schema matches the code.
 
     ``upgrade`` migrates an empty database (and, on the embedded SQLite, an older one: nobody
     else shares that file). Otherwise a schema behind the code is one line asking for
-    `renewdesk db upgrade`.
+    `renewdesk db upgrade`. ``wait``: a long-running process waits for the database to come up.
     """
-    engine = open_engine(settings)
+    engine = wait_for_engine(settings) if wait else open_engine(settings)
     if check:
         current, head = migrate.current_revision(engine), migrate.head_revision()
         if current != head:
@@ -90,7 +109,7 @@ def run_all(settings: Settings, *, demo: bool = False) -> int:
     from renewdesk.web import build_web_app
 
     sock = bind(settings.web_host, settings.port, "the web app", "PORT")  # before anything else starts
-    services = open_services(settings, upgrade=True)
+    services = open_services(settings, upgrade=True, wait=True)
     smtp = DoorController(services)
     smtp.start()
     stops = [services.close, smtp.stop]
@@ -156,7 +175,7 @@ def run_web(settings: Settings) -> int:
     from renewdesk.web import build_web_app
 
     sock = bind(settings.web_host, settings.port, "the web app", "PORT")
-    services = open_services(settings)
+    services = open_services(settings, wait=True)
     stops = [services.close, *start_slack(services)]
     web = WebServer(build_web_app(services), sock)
     web.start()
@@ -169,7 +188,7 @@ def run_worker(settings: Settings) -> int:
     from renewdesk.runtime import delivery_loop, inbox_loop, wait_for_signal
     from renewdesk.scheduler import start_scheduler
 
-    services = open_services(settings)
+    services = open_services(settings, wait=True)
     scheduler = start_scheduler(services)
     stops = [services.close, lambda: scheduler.shutdown(wait=True)]
     for loop in (delivery_loop(services), inbox_loop(services)):
@@ -185,7 +204,7 @@ def run_smtp(settings: Settings, *, lmtp: bool = False) -> int:
     from mail_ingest.smtp import DoorController
     from renewdesk.runtime import wait_for_signal
 
-    services = open_services(settings)
+    services = open_services(settings, wait=True)
     door = DoorController(services, lmtp=lmtp)
     door.start()
     wait_for_signal([services.close, door.stop])
@@ -198,7 +217,7 @@ def run_imap(settings: Settings) -> int:
 
     if not settings.imap_url:
         raise _SettingsError("RENEWDESK_IMAP_URL is not set: say which mailbox to poll (imaps://user:pass@host/INBOX)")
-    services = open_services(settings)
+    services = open_services(settings, wait=True)
     wait_for_signal([services.close, *_start_imap(services)])
     return 0
 

@@ -81,3 +81,38 @@ def test_postgres_outage_during_a_burst_451s_then_nothing_lost_or_doubled(tmp_pa
         pg.stop()
     assert codes == (0, 0), door.output()[-3000:] + worker.output()[-3000:]
     print(f"{N} messages, {senders.codes[451]} answered 451, {senders.disconnects} connection failures")
+
+
+@pytest.mark.postgres
+def test_a_process_started_while_the_database_is_down_waits_for_it(tmp_path):
+    """`renewdesk smtp` started while PostgreSQL is down logs that it is waiting, starts listening once
+    the database is back and stores a message (250); with RENEWDESK_DB_START_WAIT=0 `renewdesk worker`
+    gives up at once with exit 75 (EX_TEMPFAIL) and a line naming the database."""
+    import smtplib
+
+    pg = PostgresServer().start()
+    port = free_port()
+    env = proc.env_for(DATABASE_URL=pg.url(), RENEWDESK_SMTP_PORT=str(port), RENEWDESK_SECRET_KEY="outage-secret",
+                       RENEWDESK_DB_START_WAIT="60")
+    door = burst.DoorProcess(env, tmp_path / "smtp.log")
+    try:
+        upgraded = proc.run("db", "upgrade", env=env, timeout=120)
+        assert upgraded.returncode == 0, upgraded.stderr.decode()
+        pg.halt()
+        impatient = proc.run("worker", env={**env, "RENEWDESK_DB_START_WAIT": "0"}, timeout=60)
+        assert impatient.returncode == 75, (impatient.returncode, impatient.stderr.decode()[-2000:])
+        assert "cannot open the database" in impatient.stderr.decode()
+        door.start()  # no port: it cannot listen before it has a database
+        door.wait_log("trying again in 2 s", timeout=30)
+        assert door.alive()
+        pg.resume()
+        door.wait_log("door listening", timeout=30)
+        message = burst.corpus(1, burst.contacts(1), tag="late")[0]
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            refused = client.sendmail(message.sender, [burst.RCPT], message.raw)
+        assert refused == {}
+        with create_engine(pg.url(), poolclass=NullPool).connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM inbound_mail").scalar() == 1
+    finally:
+        burst.stop_all(door)
+        pg.stop()
