@@ -10,16 +10,17 @@ import binascii
 import datetime as dt
 import email.header
 import email.utils
+import functools
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from handlers.errors import InvalidInput
-from handlers.models import OutboundMail
+from handlers.models import OutboundMail, OutboxStatus
 from handlers.render import render_email
 
 LOOP_HEADER = "X-Renewdesk-Loop"
@@ -153,17 +154,10 @@ def queue_email(tx: Any, intent: str, context: dict[str, Any], *, to: Sequence[R
         existing = tx.session.scalar(select(OutboundMail).where(OutboundMail.dedupe_key == dedupe_key))
         if existing is not None:
             return existing
-    settings = tx.settings
-    rendered = render_email(settings, intent, context)
-    msg = build_message(settings, subject=rendered.subject, text=rendered.text, html=rendered.html, to=to, cc=cc,
-                        reply_to=reply_to, from_local=from_local, date=tx.now, in_reply_to=in_reply_to,
-                        references=references, extra_headers=extra_headers)
-    recipients = msg.recipients
-    row = OutboundMail(
-        dedupe_key=dedupe_key, message_id=msg.message_id, intent=intent, account_id=account_id,
-        ticket_id=ticket_id, mail_from=our_address(settings, "bounces"), recipients=recipients,
-        subject=rendered.subject, raw=msg.raw, created_at=tx.now,
-        next_attempt_at=not_before or tx.now)
+    values = _compose(tx, intent, context, to=to, cc=cc, dedupe_key=dedupe_key, account_id=account_id,
+                      ticket_id=ticket_id, reply_to=reply_to, from_local=from_local, in_reply_to=in_reply_to,
+                      references=references, extra_headers=extra_headers, not_before=not_before)
+    row = OutboundMail(**values)
     if dedupe_key is None:
         tx.session.add(row)
         tx.session.flush()
@@ -174,6 +168,67 @@ def queue_email(tx: Any, intent: str, context: dict[str, Any], *, to: Sequence[R
         except IntegrityError:
             # another process queued the same mail between our look and our insert
             return tx.session.scalar(select(OutboundMail).where(OutboundMail.dedupe_key == dedupe_key))
-    tx.audit("email.queue", subject=row, account_id=account_id, intent=intent, to=recipients)
+    tx.audit("email.queue", subject=row, account_id=account_id, intent=intent, to=values["recipients"])
     tx.after_commit(tx.services.outbox_wakeup.set)
     return row
+
+
+@dataclass(frozen=True)
+class Queued:
+    """What :func:`enqueue` wrote (or found under its dedupe key: ``new`` is then False)."""
+
+    id: int
+    message_id: str
+    new: bool
+
+
+def enqueue(tx: Any, intent: str, context: dict[str, Any], *, to: Sequence[Recipient | str], dedupe_key: str,
+            audit: Callable[..., None], **options: Any) -> Queued:
+    """:func:`queue_email` for a hot path: one INSERT ... ON CONFLICT (dedupe_key) DO NOTHING on
+    the transaction's connection instead of a lookup, an ORM object and a savepoint.
+
+    The same row, the same exactly-once key, the same ``email.queue`` audit event (given to
+    ``audit``, which writes it with the caller's other rows). Nothing is returned as an ORM
+    object: the caller needs the row's id and Message-ID only.
+    """
+    if not to:
+        raise InvalidInput("an email needs at least one recipient")
+    values = _compose(tx, intent, context, to=to, dedupe_key=dedupe_key, **options)
+    conn = tx.session.connection()
+    new_id = conn.execute(_insert_once(conn.dialect.name), values).scalar()
+    if new_id is None:  # queued before, by us or by another process
+        found = conn.execute(select(_OUT.c.id, _OUT.c.message_id).where(_OUT.c.dedupe_key == dedupe_key)).one()
+        return Queued(found.id, found.message_id, False)
+    audit("email.queue", subject=("outbound_mail", new_id), account_id=values["account_id"], intent=intent,
+          to=values["recipients"])
+    tx.after_commit(tx.services.outbox_wakeup.set)
+    return Queued(new_id, values["message_id"], True)
+
+
+_OUT = OutboundMail.__table__
+
+
+@functools.lru_cache(maxsize=4)
+def _insert_once(dialect: str) -> Any:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(_OUT).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(_OUT.c.id)
+
+
+def _compose(tx: Any, intent: str, context: dict[str, Any], *, to: Sequence[Recipient | str],
+             cc: Sequence[Recipient | str] = (), dedupe_key: str | None = None, account_id: int | None = None,
+             ticket_id: int | None = None, reply_to: str | None = None, from_local: str = "support",
+             in_reply_to: str | None = None, references: Iterable[str] = (),
+             extra_headers: dict[str, str] | None = None, not_before: dt.datetime | None = None) -> dict[str, Any]:
+    """The outbox row's values: the rendered, built message and what the row records about it."""
+    settings = tx.settings
+    rendered = render_email(settings, intent, context)
+    msg = build_message(settings, subject=rendered.subject, text=rendered.text, html=rendered.html, to=to, cc=cc,
+                        reply_to=reply_to, from_local=from_local, date=tx.now, in_reply_to=in_reply_to,
+                        references=references, extra_headers=extra_headers)
+    return {"dedupe_key": dedupe_key, "message_id": msg.message_id, "intent": intent, "account_id": account_id,
+            "ticket_id": ticket_id, "mail_from": our_address(settings, "bounces"), "recipients": msg.recipients,
+            "subject": rendered.subject, "raw": msg.raw, "created_at": tx.now,
+            "next_attempt_at": not_before or tx.now, "status": OutboxStatus.queued, "attempts": 0}

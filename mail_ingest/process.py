@@ -11,81 +11,197 @@ message neither blocks nor spoils the others in its batch.
 
 Rows are claimed with ``FOR UPDATE SKIP LOCKED`` so several processors (threads, or
 processes on PostgreSQL) never take the same message.
+
+A batch costs few statements: one claims the rows, one judges flood control for all of them,
+the messages are parsed once each, :class:`handlers.tickets.batch.Batch` looks up contacts,
+threads and answer counts for all of them at once, and one executemany records every row's
+outcome at the end (a row's outcome is plain data until then, so a message whose savepoint
+is rolled back keeps the outcome that says why).
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, text, update
 
 from handlers.bounces import record_bounce
-from handlers.inbox import over_flood_cap
 from handlers.mail_facts import FactAttachment, MailFacts
 from handlers.models import InboundMail, InboundStatus
+from handlers.models.base import UTCDateTime
 from handlers.renewals.replies import handle_reply as renewal_reply
 from handlers.slack_cards import queue_quarantine_card
+from handlers.tickets.batch import Batch
 from handlers.tickets.intake import receive
 from mail_ingest import authres
-from mail_ingest.classify import Envelope, classify
+from mail_ingest.classify import Envelope, Verdict, classify
 from mail_ingest.parse import ParsedMail, parse
 from mail_ingest.strip import strip_reply
 
 log = logging.getLogger("renewdesk.inbox")
 AUTOMATIC = ("auto_reply", "bulk")
+_IN = InboundMail.__table__
+# what the processor may change on a row, written back for the whole batch in one executemany
+OUTCOME = ("status", "classification", "rule", "reason", "throttled", "attempts", "processed_at", "sender",
+           "ticket_id", "auth_results", "outbound_mail_id")
+_READ = ("id", "raw", "mail_from", "recipient", "received_at", "digest", "message_id", "account_id", *OUTCOME)
+_HOUR, _TIME = dt.timedelta(hours=1), UTCDateTime()
+# flood control for a whole batch: per row, the sender's other messages (distinct digests) in the hour
+# before it, counted up to the cap; the rows' own values come in as a VALUES list
+_FLOOD = """WITH b(row_id, mail_from, digest, since, at) AS (VALUES ROWS)
+SELECT b.row_id, (SELECT count(*) FROM (SELECT DISTINCT i.digest FROM inbound_mail i
+    WHERE i.mail_from = b.mail_from AND i.digest <> b.digest AND i.received_at > b.since
+      AND (i.received_at < b.at OR (i.received_at = b.at AND i.id < b.row_id)) LIMIT :cap) AS e)
+FROM b"""
+_WRITE = update(_IN).where(_IN.c.id == bindparam("row_id")).values({k: bindparam(k) for k in OUTCOME})
+
+
+@dataclass
+class Claimed:
+    """A claimed ``inbound_mail`` row as plain data: what the operations read and set."""
+
+    id: int
+    raw: bytes
+    mail_from: str
+    recipient: str
+    received_at: dt.datetime
+    digest: str
+    message_id: str
+    account_id: int | None
+    status: InboundStatus
+    classification: str | None
+    rule: str | None
+    reason: str | None
+    throttled: bool
+    attempts: int
+    processed_at: dt.datetime | None
+    sender: str | None
+    ticket_id: int | None
+    auth_results: dict[str, Any] | None
+    outbound_mail_id: int | None
+
+
+@dataclass
+class Read:
+    """What parsing and classifying one message found (no database involved), or why it failed."""
+
+    parsed: ParsedMail | None = None
+    verdict: Verdict | None = None
+    facts: MailFacts | None = None
+    auth: dict[str, str] | None = None
+    error: Exception | None = None
+
+
+def _claim(tx: Any, limit: int) -> list[Claimed]:
+    q = (select(*(_IN.c[name] for name in _READ)).where(_IN.c.status == InboundStatus.new)
+         .order_by(_IN.c.id).limit(limit).with_for_update(skip_locked=True))
+    return [Claimed(*r) for r in tx.session.connection().execute(q)]
+
+
+def _judge_floods(tx: Any, rows: list[Claimed]) -> None:
+    """Flood control for the whole batch in one statement (see :func:`handlers.inbox.over_flood_cap`):
+    a row is throttled when its sender had already sent ``sender_hourly_cap`` other messages
+    (distinct digests) in the hour before it. The count stops at the cap."""
+    judged = [r for r in rows if r.mail_from]
+    for r in rows:
+        r.throttled = False
+    if not judged:
+        return
+    params: dict[str, Any] = {"cap": tx.settings.sender_hourly_cap}
+    for n, r in enumerate(judged):
+        params.update({f"i{n}": r.id, f"f{n}": r.mail_from, f"d{n}": r.digest, f"s{n}": r.received_at - _HOUR,
+                       f"a{n}": r.received_at})
+    rows_sql = ", ".join(f"(:i{n}, :f{n}, :d{n}, :s{n}, :a{n})" for n in range(len(judged)))
+    counted = text(_FLOOD.replace("ROWS", rows_sql)).bindparams(
+        *(bindparam(f"{k}{n}", type_=_TIME) for n in range(len(judged)) for k in "sa"))
+    over = {row_id for row_id, n in tx.session.connection().execute(counted, params) if n >= params["cap"]}
+    for r in judged:
+        r.throttled = r.id in over
+        if r.throttled:
+            log.info("inbox: message %s from %s is over the hourly cap: kept, never auto-answered",
+                     r.id, r.mail_from)
+
+
+def _read(tx: Any, row: Claimed) -> Read:
+    try:
+        parsed = parse(row.raw, max_attachment_bytes=tx.settings.max_attachment_bytes)
+        if parsed.unreadable_reason:
+            return Read(parsed)
+        sender = (parsed.from_addr or "").lower()[:320] or None
+        verdict = classify(parsed, Envelope(row.mail_from, row.recipient), tx.settings)
+        if verdict.kind in ("own", "bounce"):
+            return Read(parsed, verdict)
+        auth = authres.results(parsed.headers.get_all("authentication-results"),
+                               authres.trusted_ids(tx.settings.trusted_authserv_ids))
+        facts = facts_of(row, parsed, automatic=verdict.kind in AUTOMATIC, auth=auth, sender=sender)
+        return Read(parsed, verdict, facts, auth)
+    except Exception as exc:  # noqa: BLE001  (acted on in the message's own turn: it is quarantined)
+        return Read(error=exc)
 
 
 def _take(tx: Any, limit: int) -> int:
-    rows = list(tx.session.scalars(select(InboundMail).where(InboundMail.status == InboundStatus.new)
-                                   .order_by(InboundMail.id).limit(limit).with_for_update(skip_locked=True)))
-    for row in rows:
-        # flood control first: whatever later steps do, a throttled message gets no automatic reply
-        row.throttled = over_flood_cap(tx, row)
-        if row.throttled:
-            log.info("inbox: message %s from %s is over the hourly cap: kept, never auto-answered",
-                     row.id, row.mail_from)
+    rows = _claim(tx, limit)
+    if not rows:
+        return 0
+    _judge_floods(tx, rows)
+    reads = [_read(tx, row) for row in rows]
+    batch = Batch(tx, [r.facts for r in reads if r.facts is not None and not _to_renewals(r.facts)])
+    for row, read in zip(rows, reads):
         row.attempts += 1
         row.processed_at = tx.now
+        before = {name: getattr(row, name) for name in OUTCOME}
         try:
             with tx.session.begin_nested():
-                _understand(tx, row)
+                _understand(tx, row, read, batch)
+                batch.write_pending()
         except Exception as exc:  # one message must not block the queue: keep it, say why
             log.exception("inbox: message %s could not be processed", row.id)
+            batch.forget()  # its savepoint took back what it wrote: the batch asks the database again
+            for name, value in before.items():
+                setattr(row, name, value)
             row.status, row.classification = InboundStatus.quarantined, "error"
             row.reason = f"processing failed: {exc.__class__.__name__}: {exc}"[:2000]
         if row.status == InboundStatus.quarantined:
             queue_quarantine_card(tx, row)  # shown to staff at once (Promise 2)
+    tx.session.connection().execute(_WRITE, [{"row_id": r.id, **{k: getattr(r, k) for k in OUTCOME}} for r in rows])
     return len(rows)
 
 
-def _understand(tx: Any, row: InboundMail) -> None:
-    parsed = parse(row.raw, max_attachment_bytes=tx.settings.max_attachment_bytes)
+def _understand(tx: Any, row: Claimed, read: Read, batch: Batch) -> None:
+    if read.error is not None:
+        raise read.error
+    parsed = read.parsed
     if parsed.unreadable_reason:
         row.status, row.classification, row.reason = InboundStatus.quarantined, "unreadable", parsed.unreadable_reason
         log.warning("inbox: message %s quarantined: %s", row.id, parsed.unreadable_reason)
         return
     row.sender = (parsed.from_addr or "").lower()[:320] or None
-    verdict = classify(parsed, Envelope(row.mail_from, row.recipient), tx.settings)
+    verdict = read.verdict
     row.classification, row.rule = verdict.kind, verdict.rule or None
     if verdict.kind == "own":
         row.status, row.reason = InboundStatus.done, "our own mail came back: stored, no action"
         return
     if verdict.kind == "bounce":
         row.status, row.reason = InboundStatus.done, record_bounce(tx, row, verdict.detail)
+        batch.forget()  # contacts and notes changed underneath the batch's answers
         return
-    auth = authres.results(parsed.headers.get_all("authentication-results"),
-                           authres.trusted_ids(tx.settings.trusted_authserv_ids))
-    row.auth_results = auth or None
-    facts = facts_of(row, parsed, automatic=verdict.kind in AUTOMATIC, auth=auth)
-    if row.recipient.split("@")[0].lower().startswith("renew+"):
-        _renewal(tx, row, facts)
+    row.auth_results = read.auth or None
+    if _to_renewals(read.facts):
+        _renewal(tx, row, read.facts)
+        batch.forget()
         return
-    outcome = receive(tx, row, facts, quiet=row.throttled)
+    outcome = receive(tx, row, read.facts, quiet=row.throttled, batch=batch)
     row.status, row.rule, row.reason = InboundStatus(outcome.status), outcome.rule, outcome.reason
     row.ticket_id = outcome.ticket_id
 
 
-def _renewal(tx: Any, row: InboundMail, facts: MailFacts) -> None:
+def _to_renewals(facts: MailFacts) -> bool:
+    return facts.recipient.split("@")[0].startswith("renew+")
+
+
+def _renewal(tx: Any, row: Claimed, facts: MailFacts) -> None:
     row.rule = "renewal_reply"
     if facts.automatic:
         row.status, row.reason = InboundStatus.done, "automatic mail to a renewal address: no decision, no answer"
@@ -94,10 +210,11 @@ def _renewal(tx: Any, row: InboundMail, facts: MailFacts) -> None:
         row.status, row.reason = InboundStatus.done, renewal_reply(tx, facts, token)
 
 
-def facts_of(row: InboundMail, parsed: ParsedMail, *, automatic: bool, auth: dict[str, str]) -> MailFacts:
+def facts_of(row: Any, parsed: ParsedMail, *, automatic: bool, auth: dict[str, str],
+             sender: str | None = None) -> MailFacts:
     """The plain values operations need (``handlers`` never sees parser objects)."""
     return MailFacts(
-        inbound_id=row.id, recipient=row.recipient.lower(), sender=row.sender or "",
+        inbound_id=row.id, recipient=row.recipient.lower(), sender=(sender if sender is not None else row.sender) or "",
         sender_name=parsed.from_name or "", subject=parsed.subject or "", message_id=parsed.message_id,
         in_reply_to=parsed.in_reply_to, references=tuple(parsed.references), text=parsed.text or "",
         reply_text=strip_reply(parsed.text or ""), received_at=row.received_at, automatic=automatic, auth=auth,
@@ -111,3 +228,4 @@ def process_batch(services: Any, limit: int = 50) -> int:
     if taken:
         log.info("inbox: %d message(s) processed", taken)
     return taken
+
