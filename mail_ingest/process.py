@@ -94,10 +94,26 @@ class Read:
     error: Exception | None = None
 
 
-def _claim(tx: Any, limit: int) -> list[Claimed]:
-    q = (select(*(_IN.c[name] for name in _READ)).where(_IN.c.status == InboundStatus.new)
-         .order_by(_IN.c.id).limit(limit).with_for_update(skip_locked=True))
-    return [Claimed(*r) for r in tx.session.connection().execute(q)]
+_NEW = select(*(_IN.c[name] for name in _READ)).where(_IN.c.status == InboundStatus.new).order_by(_IN.c.id)
+_RAW = select(_IN.c.id, _IN.c.raw).where(_IN.c.id.in_(bindparam("ids", expanding=True)))
+
+
+def _peek(tx: Any, limit: int) -> list[Claimed]:
+    """The next new rows, read without claiming them (a read-only transaction)."""
+    return [Claimed(*r) for r in tx.session.connection().execute(_NEW.limit(limit))]
+
+
+def _claim(tx: Any, limit: int, known: dict[int, Read]) -> list[Claimed]:
+    """Claim the next new rows; their raw bytes are read only for rows not already read."""
+    columns = [_IN.c[name] if name != "raw" else _IN.c.id for name in _READ]
+    q = select(*columns).where(_IN.c.status == InboundStatus.new).order_by(_IN.c.id).limit(limit)
+    rows = [Claimed(*r) for r in tx.session.connection().execute(q.with_for_update(skip_locked=True))]
+    missing = [r.id for r in rows if r.id not in known]
+    if missing:
+        raws = dict(tx.session.connection().execute(_RAW, {"ids": missing}).all())
+        for r in rows:
+            r.raw = raws.get(r.id, b"")
+    return rows
 
 
 def _judge_floods(tx: Any, rows: list[Claimed]) -> None:
@@ -124,29 +140,32 @@ def _judge_floods(tx: Any, rows: list[Claimed]) -> None:
                      r.id, r.mail_from)
 
 
-def _read(tx: Any, row: Claimed) -> Read:
+def _read(settings: Any, row: Claimed) -> Read:
+    """Parse and classify one message: no database involved, so the processor does it for a batch
+    before it opens the batch's write transaction."""
     try:
-        parsed = parse(row.raw, max_attachment_bytes=tx.settings.max_attachment_bytes)
+        parsed = parse(row.raw, max_attachment_bytes=settings.max_attachment_bytes)
         if parsed.unreadable_reason:
             return Read(parsed)
         sender = (parsed.from_addr or "").lower()[:320] or None
-        verdict = classify(parsed, Envelope(row.mail_from, row.recipient), tx.settings)
+        verdict = classify(parsed, Envelope(row.mail_from, row.recipient), settings)
         if verdict.kind in ("own", "bounce"):
             return Read(parsed, verdict)
         auth = authres.results(parsed.headers.get_all("authentication-results"),
-                               authres.trusted_ids(tx.settings.trusted_authserv_ids))
+                               authres.trusted_ids(settings.trusted_authserv_ids))
         facts = facts_of(row, parsed, automatic=verdict.kind in AUTOMATIC, auth=auth, sender=sender)
         return Read(parsed, verdict, facts, auth)
     except Exception as exc:  # noqa: BLE001  (acted on in the message's own turn: it is quarantined)
         return Read(error=exc)
 
 
-def _take(tx: Any, limit: int) -> int:
-    rows = _claim(tx, limit)
+def _take(tx: Any, limit: int, known: dict[int, Read] | None = None) -> int:
+    known = known or {}
+    rows = _claim(tx, limit, known)
     if not rows:
         return 0
     _judge_floods(tx, rows)
-    reads = [_read(tx, row) for row in rows]
+    reads = [known.get(row.id) or _read(tx.settings, row) for row in rows]
     batch = Batch(tx, [r.facts for r in reads if r.facts is not None and not _to_renewals(r.facts)])
     for row, read in zip(rows, reads):
         row.attempts += 1
@@ -223,8 +242,17 @@ def facts_of(row: Any, parsed: ParsedMail, *, automatic: bool, auth: dict[str, s
 
 
 def process_batch(services: Any, limit: int = 50) -> int:
-    """Take up to ``limit`` new messages and move each on; returns how many were taken."""
-    taken = services.run(_take, limit, actor="system:inbox")
+    """Take up to ``limit`` new messages and move each on; returns how many were taken.
+
+    The messages are read and parsed before the write transaction begins: on SQLite that
+    transaction holds the database's one write lock, which the doors need to store mail. A
+    message another processor claims in between was parsed for nothing, never acted on twice.
+    """
+    peeked = services.run(_peek, limit, readonly=True)
+    if not peeked:
+        return 0
+    known = {row.id: _read(services.settings, row) for row in peeked}
+    taken = services.run(_take, limit, known, actor="system:inbox")
     if taken:
         log.info("inbox: %d message(s) processed", taken)
     return taken
