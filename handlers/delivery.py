@@ -171,6 +171,7 @@ class Deliverer:
         self.settings: Settings = services.settings
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.relay = Relay(RelayConfig.from_url(self.settings.outbound_smtp_url), self.settings.mail_domain)
+        self._claimed_at: dt.datetime | None = None  # when this worker's current batch was claimed
 
     def now(self) -> dt.datetime:
         return self.services.clock.now()
@@ -191,7 +192,7 @@ class Deliverer:
             for row_id in ids:
                 if self.stopping is not None and self.stopping.is_set():
                     break
-                if self._still_mine(row_id):
+                if self._fresh() or self._still_mine(row_id):
                     self._send_one(row_id, report)
                 done += 1
         finally:
@@ -230,7 +231,16 @@ class Deliverer:
             for row in rows:
                 row.status, row.claimed_at, row.claimed_by = OutboxStatus.sending, now, self.worker_id
                 row.attempts += 1
-            return [r.id for r in rows]
+            ids = [r.id for r in rows]
+        self._claimed_at = now
+        return ids
+
+    def _fresh(self) -> bool:
+        """True while the batch's claim is younger than half the lease: no other worker can have
+        recovered its rows yet, so the claim needs no renewing (a commit) before each send. The
+        ``handed_over_at`` commit checks the claim again in any case, before the body goes out."""
+        lease = dt.timedelta(seconds=self.settings.outbox_lease_seconds)
+        return self._claimed_at is not None and self.now() - self._claimed_at < lease / 2
 
     def _mine(self, row_id: int) -> Any:
         return (OutboundMail.id == row_id) & (OutboundMail.status == OutboxStatus.sending) & \
