@@ -117,9 +117,11 @@ def _claim(tx: Any, limit: int, known: dict[int, Read]) -> list[Claimed]:
 
 
 def _judge_floods(tx: Any, rows: list[Claimed]) -> None:
-    """Flood control for the whole batch in one statement (see :func:`handlers.inbox.over_flood_cap`):
-    a row is throttled when its sender had already sent ``sender_hourly_cap`` other messages
-    (distinct digests) in the hour before it. The count stops at the cap."""
+    """Flood control for the whole batch in one statement: a row is throttled when its sender had
+    already sent ``sender_hourly_cap`` other messages in the hour before it. Distinct messages
+    (digests) count, not rows: one mail to three of our addresses is one. The count stops at
+    the cap, and the index covers (sender, time, digest), so a flood costs no more to judge
+    than a trickle. Throttled mail is kept, but never answered automatically."""
     judged = [r for r in rows if r.mail_from]
     for r in rows:
         r.throttled = False
