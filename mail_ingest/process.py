@@ -105,9 +105,9 @@ def _peek(tx: Any, limit: int) -> list[Claimed]:
 
 def _claim(tx: Any, limit: int, known: dict[int, Read]) -> list[Claimed]:
     """Claim the next new rows; their raw bytes are read only for rows not already read."""
-    columns = [_IN.c[name] if name != "raw" else _IN.c.id for name in _READ]
-    q = select(*columns).where(_IN.c.status == InboundStatus.new).order_by(_IN.c.id).limit(limit)
-    rows = [Claimed(*r) for r in tx.session.connection().execute(q.with_for_update(skip_locked=True))]
+    q = (select(*(_IN.c[name] for name in _READ if name != "raw")).where(_IN.c.status == InboundStatus.new)
+         .order_by(_IN.c.id).limit(limit).with_for_update(skip_locked=True))
+    rows = [Claimed(raw=b"", **r._mapping) for r in tx.session.connection().execute(q)]
     missing = [r.id for r in rows if r.id not in known]
     if missing:
         raws = dict(tx.session.connection().execute(_RAW, {"ids": missing}).all())
@@ -179,7 +179,7 @@ def _take(tx: Any, limit: int, known: dict[int, Read] | None = None) -> int:
                 batch.write_pending()
         except Exception as exc:  # one message must not block the queue: keep it, say why
             log.exception("inbox: message %s could not be processed", row.id)
-            batch.forget()  # its savepoint took back what it wrote: the batch asks the database again
+            batch.forget(pending=True)  # its savepoint took back what it wrote: the batch asks again
             for name, value in before.items():
                 setattr(row, name, value)
             row.status, row.classification = InboundStatus.quarantined, "error"

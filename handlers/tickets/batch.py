@@ -75,8 +75,10 @@ class Batch:
         self.forget()
         self._prefetch()
 
-    def forget(self) -> None:
-        """Drop every answer (after a failed message: its savepoint took back what it wrote)."""
+    def forget(self, *, pending: bool = False) -> None:
+        """Drop every answer, so the database is asked again (after a failed message, whose
+        savepoint took back what it wrote, or an operation that wrote without the batch); with
+        ``pending``, also the rows a failed message left unwritten."""
         self.contacts: dict[str, list[Contact]] = {}
         self.owners: dict[int, Contact | None] = {}
         self.accounts: dict[int, Account] = {}
@@ -84,7 +86,7 @@ class Batch:
         self.tickets: dict[int, TicketRow | None] = {}
         self.auto_recipient: dict[str, list[int]] = {}   # address -> [sent, held]
         self.auto_ticket: dict[int, list[int]] = {}      # ticket id -> [sent, held]
-        for rows in self.pending.values():
+        for rows in self.pending.values() if pending else ():
             rows.clear()
 
     # -- asking once ------------------------------------------------------------------------

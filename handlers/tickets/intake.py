@@ -171,7 +171,15 @@ def receive(tx: Any, row: Any, facts: MailFacts, *, quiet: bool = False, batch: 
     for this message alone when none is given). ``row``: the stored message (its id, and the
     account staff chose for it, if any).
     """
-    batch = batch or Batch(tx, [facts])
+    if batch is None:
+        batch = Batch(tx, [facts])
+        outcome = _rules(tx, row, facts, quiet, batch)
+        batch.write_pending()
+        return outcome
+    return _rules(tx, row, facts, quiet, batch)
+
+
+def _rules(tx: Any, row: Any, facts: MailFacts, quiet: bool, batch: Batch) -> Outcome:
     contacts = batch.contacts_of(facts.sender)
     if row.account_id is not None:  # staff chose the account for a held message
         contacts = [c for c in contacts if c.account_id == row.account_id] or contacts
