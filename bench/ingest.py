@@ -22,7 +22,7 @@ seeded tickets. What one run does:
    when the tickets and `ticket_ack` outbox rows expected from the new-ticket mails exist.
 
 Prints JSON lines: the seed, the measured run (msgs/s, wall, accept-only rate, peak RSS as
-VmHWM of each renewdesk process, the counts it checked) and, when the peer's virtualenv exists
+VmHWM and CPU milliseconds per message of each renewdesk process, the counts it checked) and, when the peer's virtualenv exists
 (bench/setup_peer.sh makes .peer/venv), the peer's bench.py on the same N and seed, and the
 ratio ours/peer (target: at least 10).
 """
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import smtplib
@@ -75,6 +76,15 @@ class Renewdesk:
             for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     out[name] = round(int(line.split()[1]) / 1024, 1)
+        return out
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """User + system CPU time each process has used so far, from /proc."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for name, p in self.procs.items():
+            fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[name] = (int(fields[11]) + int(fields[12])) / tick
         return out
 
     def stop(self) -> None:
@@ -267,10 +277,12 @@ def run_ours(args: argparse.Namespace, peer: Path, tmp: Path) -> tuple[bool, dic
                                       or (c["tickets"] >= expect_tickets and c["acks"] >= expect_acks))
 
             servers.start()
+            cpu0 = servers.cpu_seconds()
             t0 = time.perf_counter()
             accept_s, refused = send_all(port, msgs, args.senders)
             finished, after, t_end = wait_until(engine, complete, args.timeout, args.settle)
             wall = t_end - t0
+            cpu = {k: round(1000 * (v - cpu0[k]) / len(msgs), 3) for k, v in servers.cpu_seconds().items()}
             rss = servers.peak_rss_mb()
             servers.stop()
         finally:
@@ -283,7 +295,7 @@ def run_ours(args: argparse.Namespace, peer: Path, tmp: Path) -> tuple[bool, dic
         "bench": "ingest", "phase": "measured", "ok": ok, "until": args.until, "n": len(msgs),
         "senders": args.senders, "wall_s": round(wall, 3), "msgs_per_s": round(len(msgs) / wall, 1),
         "accept_s": round(accept_s, 3), "accept_msgs_per_s": round(len(msgs) / accept_s, 1), "refused": refused,
-        "peak_rss_mb": rss, "peak_rss_mb_total": round(sum(rss.values()), 1),
+        "peak_rss_mb": rss, "peak_rss_mb_total": round(sum(rss.values()), 1), "cpu_ms_per_msg": cpu,
         "generated": gen["kinds"], "replies": replies, "replies_rethreaded": rethreaded,
         "expected": {"rows": expect_rows, "new_tickets": new, "tickets": expect_tickets, "acks": expect_acks},
         "got": {"rows": after["rows"], "status": after["status"], "new_tickets": after["tickets"] - before["tickets"],

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, select, update
 
 from handlers.errors import Conflict, InvalidInput, NotFound
 from handlers.models import Contact, InboundMail, InboundStatus
@@ -99,7 +99,7 @@ def insert_many(conn: Any, messages: list[Incoming], at: dt.datetime) -> list[li
 
     One insert that skips what is already there (the unique key decides, even against another
     process) and returns the new rows' ids; a lookup only for the duplicates. Flood control is
-    not done here but by the processor (:func:`over_flood_cap`): accepting mail stays cheap.
+    not done here but by the processor (``mail_ingest.process``): accepting mail stays cheap.
     """
     per_message: list[list[dict[str, Any]]] = []
     for m in messages:
@@ -145,25 +145,6 @@ def _existing(conn: Any, rows: list[dict[str, Any]]) -> dict[tuple[str, str, str
     found = conn.execute(_EXISTING, {"mids": list({r["message_id"] for r in rows}),
                                      "digests": list({r["digest"] for r in rows})})
     return {(mid, dg, rc): i for mid, dg, rc, i in found}
-
-
-def over_flood_cap(tx: Any, row: InboundMail) -> bool:
-    """True when the sender had already sent ``sender_hourly_cap`` other messages in the hour before this one.
-
-    Distinct messages (digests) count, not rows: one mail to three of our addresses is one.
-    The count stops at the cap, and the index covers (sender, time, digest), so a flood costs
-    no more to judge than a trickle. Such mail is kept, but never answered automatically.
-    """
-    if not row.mail_from:
-        return False
-    cap = tx.settings.sender_hourly_cap
-    earlier = (select(InboundMail.digest).where(
-        InboundMail.mail_from == row.mail_from, InboundMail.digest != row.digest,
-        InboundMail.received_at > row.received_at - dt.timedelta(hours=1),
-        (InboundMail.received_at < row.received_at)
-        | ((InboundMail.received_at == row.received_at) & (InboundMail.id < row.id)))
-        .distinct().limit(cap).subquery())
-    return tx.session.scalar(select(func.count()).select_from(earlier)) >= cap
 
 
 # -- operators' views -------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import binascii
 import datetime as dt
 import email.header
 import email.utils
+import functools
 import re
 import secrets
 from dataclasses import dataclass
@@ -258,4 +259,51 @@ def queue_many(tx: Any, intent: str, mails: Sequence[Mail], *, from_local: str =
             known[key] = tx.session.scalar(select(OutboundMail.id).where(OutboundMail.dedupe_key == key))
         ids.append(next(unkeyed) if key is None else by_key.get(key, known.get(key)))
     return ids
+
+
+@dataclass(frozen=True)
+class Queued:
+    """What :func:`enqueue` wrote (or found under its dedupe key: ``new`` is then False)."""
+
+    id: int
+    message_id: str
+    new: bool
+
+
+def enqueue(tx: Any, intent: str, context: dict[str, Any], *, to: Sequence[Recipient | str], dedupe_key: str,
+            audit: Callable[..., None], from_local: str = "support", **options: Any) -> Queued:
+    """:func:`queue_email` for a hot path: one INSERT ... ON CONFLICT (dedupe_key) DO NOTHING on
+    the transaction's connection instead of a lookup, an ORM object and a savepoint.
+
+    The same row (:func:`_row`), the same exactly-once key, the same ``email.queue`` audit event
+    (given to ``audit``, which writes it with the caller's other rows). Nothing is returned as an
+    ORM object: the caller needs the row's id and Message-ID only. ``options`` are
+    :class:`Mail`'s other fields.
+    """
+    if not to:
+        raise InvalidInput("an email needs at least one recipient")
+    if "references" in options:
+        options["references"] = tuple(options["references"])
+    values = _row(tx, intent, Mail(context, to, dedupe_key=dedupe_key, **options), from_local,
+                  email_renderer(tx.settings, intent))
+    conn = tx.session.connection()
+    new_id = conn.execute(_insert_once(conn.dialect.name), values).scalar()
+    if new_id is None:  # queued before, by us or by another process
+        found = conn.execute(select(_OUT.c.id, _OUT.c.message_id).where(_OUT.c.dedupe_key == dedupe_key)).one()
+        return Queued(found.id, found.message_id, False)
+    audit("email.queue", subject=("outbound_mail", new_id), account_id=values["account_id"], intent=intent,
+          to=values["recipients"])
+    tx.after_commit(tx.services.outbox_wakeup.set)
+    return Queued(new_id, values["message_id"], True)
+
+
+_OUT = OutboundMail.__table__
+
+
+@functools.lru_cache(maxsize=4)
+def _insert_once(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, built once per database kind."""
+    from sqlalchemy.dialects import postgresql, sqlite
+    insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert_(_OUT).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(_OUT.c.id)
 

@@ -42,14 +42,16 @@ def allow(tx: Any, recipient: str, intent: str, ticket_id: int | None = None) ->
     over = max(to_recipient, on_ticket) >= settings.auto_answer_cap
     tx.session.add(AutoAnswer(at=tx.now, recipient=recipient, ticket_id=ticket_id, intent=intent, sent=not over))
     if over:
-        _tell_staff(tx, recipient, intent, ticket_id, held_before)
+        tell_staff(tx, recipient, intent, ticket_id, held_before)
     return not over
 
 
-def _tell_staff(tx: Any, recipient: str, intent: str, ticket_id: int | None, held_before: int) -> None:
+def tell_staff(tx: Any, recipient: str, intent: str, ticket_id: int | None, held_before: int, *,
+               audit: Any = None) -> None:
+    """Log and audit a held answer; on the first hold in the window, a note on the ticket."""
     log.warning("automatic answer %s to %s held back: more than %d in %d minutes (ticket %s)", intent,
                 recipient, tx.settings.auto_answer_cap, tx.settings.auto_answer_window_minutes, ticket_id)
-    tx.audit("auto_answer.capped", subject=("ticket", ticket_id) if ticket_id else None,
+    (audit or tx.audit)("auto_answer.capped", subject=("ticket", ticket_id) if ticket_id else None,
              recipient=recipient, intent=intent)
     # tell staff on the first hold in the window only
     if ticket_id is not None and held_before == 0:

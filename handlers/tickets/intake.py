@@ -15,13 +15,13 @@ import datetime as dt
 import logging
 from typing import Any, Iterator
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, update
 
 from handlers import slack_cards
 from handlers.mail_facts import MailFacts
-from handlers.models import (Account, Attachment, Contact, InboundMail, MessageKind, OutboundMail, Ticket,
-                             TicketMessage, TicketStatus)
+from handlers.models import Account, Attachment, Contact, MessageKind, Ticket, TicketMessage, TicketStatus
 from handlers.tickets import mailing, refs
+from handlers.tickets.batch import Batch, TicketRow
 from handlers.tickets.answers import answer_unknown_sender, answer_without_permission
 from handlers.tickets.outcome import Outcome
 
@@ -30,12 +30,6 @@ EXCERPT_CHARS = 600
 
 
 # -- who is writing ---------------------------------------------------------------------------
-
-def contacts_of(tx: Any, sender: str) -> list[Contact]:
-    if not sender:
-        return []
-    return list(tx.session.scalars(select(Contact).where(Contact.email == sender.lower()).order_by(Contact.id)))
-
 
 def _dmarc_refusal(account: Account, facts: MailFacts) -> str | None:
     if account.require_dmarc and facts.auth.get("dmarc") != "pass":
@@ -47,41 +41,30 @@ def _dmarc_refusal(account: Account, facts: MailFacts) -> str | None:
 
 # -- threading --------------------------------------------------------------------------------
 
-def _ticket_by_message_id(tx: Any, message_id: str) -> int | None:
-    found = tx.session.scalar(select(TicketMessage.ticket_id).where(TicketMessage.message_id == message_id).limit(1))
-    if found is None:
-        found = tx.session.scalar(select(OutboundMail.ticket_id).where(
-            OutboundMail.message_id == message_id, OutboundMail.ticket_id.is_not(None)))
-    return found
-
-
-def _candidates(tx: Any, facts: MailFacts) -> Iterator[tuple[str, int]]:
+def _candidates(batch: Batch, facts: MailFacts) -> Iterator[tuple[str, int]]:
     """(layer, ticket id) in the order they are believed."""
-    by_address = refs.ticket_in_address(tx, facts.recipient)
-    if by_address:
-        yield "address", by_address
+    static = batch.static_candidates(facts)
+    if "address" in static:
+        yield "address", static["address"]
     if facts.in_reply_to:
-        found = _ticket_by_message_id(tx, facts.in_reply_to)
+        found = batch.ticket_of_message(facts.in_reply_to)
         if found:
             yield "in-reply-to", found
     for message_id in reversed(facts.references):
-        found = _ticket_by_message_id(tx, message_id)
+        found = batch.ticket_of_message(message_id)
         if found:
             yield "references", found
             break
-    by_marker = refs.ticket_in_body(tx, facts.text)
-    if by_marker:
-        yield "body-marker", by_marker
-    by_tag = refs.tag_in(facts.subject)
-    if by_tag:
-        yield "subject-tag", by_tag
+    for layer in ("body-marker", "subject-tag"):
+        if layer in static:
+            yield layer, static[layer]
 
 
-def find_ticket(tx: Any, facts: MailFacts, account_ids: set[int]) -> tuple[Ticket | None, str, list[str]]:
+def find_ticket(batch: Batch, facts: MailFacts, account_ids: set[int]) -> tuple[TicketRow | None, str, list[str]]:
     """The ticket this mail answers, the layer that found it, and the layers that were refused."""
     refused: list[str] = []
-    for layer, ticket_id in _candidates(tx, facts):
-        ticket = tx.session.get(Ticket, ticket_id)
+    for layer, ticket_id in _candidates(batch, facts):
+        ticket = batch.ticket(ticket_id)
         if ticket is None or ticket.account_id not in account_ids:
             refused.append(f"{layer}: T-{ticket_id} is not a ticket of the sender's account")
             continue
@@ -94,57 +77,87 @@ def find_ticket(tx: Any, facts: MailFacts, account_ids: set[int]) -> tuple[Ticke
 
 # -- storing ----------------------------------------------------------------------------------
 
-def add_client_message(tx: Any, ticket: Ticket, facts: MailFacts, kind: MessageKind) -> TicketMessage:
-    body = facts.reply_text.strip() or facts.text.strip() or "(no text)"
-    message = TicketMessage(ticket_id=ticket.id, kind=kind, author=facts.sender or "(no sender)", body=body,
-                            at=tx.now, inbound_mail_id=facts.inbound_id, message_id=facts.message_id)
-    for att in facts.attachments:
-        message.attachments.append(Attachment(filename=att.filename[:255], content_type=att.content_type[:255],
-                                              size=att.size, content=att.content,
-                                              dropped_reason=att.dropped_reason))
-    tx.session.add(message)
+_TICKET, _MESSAGE = Ticket.__table__, TicketMessage.__table__
+_INSERT_TICKET = insert(_TICKET).returning(_TICKET.c.id)
+_INSERT_MESSAGE = insert(_MESSAGE).returning(_MESSAGE.c.id)
+_INSERT_ATTACHMENT = insert(Attachment.__table__)
+_UPDATE_TICKET = update(_TICKET).where(_TICKET.c.id == bindparam("ticket_id")).values(
+    status=bindparam("status"), archived=bindparam("archived"), closed_at=bindparam("closed_at"),
+    updated_at=bindparam("updated_at"))
+
+
+def add_client_message(tx: Any, batch: Batch, ticket: TicketRow, facts: MailFacts, kind: MessageKind) -> int:
+    """The mail as a message of ``ticket`` (attachments too); returns its id. The caller writes
+    the ticket's new ``updated_at`` (with its status, when that changes too)."""
+    message_id = batch.conn.execute(_INSERT_MESSAGE, {
+        "ticket_id": ticket.id, "kind": kind, "author": facts.sender or "(no sender)", "body": _body(facts), "at": tx.now,
+        "inbound_mail_id": facts.inbound_id, "message_id": facts.message_id}).scalar_one()
+    if facts.attachments:
+        batch.conn.execute(_INSERT_ATTACHMENT, [
+            {"message_id": message_id, "filename": att.filename[:255], "content_type": att.content_type[:255],
+             "size": att.size, "content": att.content, "dropped_reason": att.dropped_reason}
+            for att in facts.attachments])
+    batch.added_message(ticket.id, facts.message_id)
     ticket.updated_at = tx.now
-    tx.session.flush()
-    return message
+    return message_id
 
 
-def open_ticket(tx: Any, account: Account, contact: Contact | None, facts: MailFacts, *, quiet: bool,
-                previous: Ticket | None = None) -> Ticket:
+def _body(facts: MailFacts) -> str:
+    return facts.reply_text.strip() or facts.text.strip() or "(no text)"
+
+
+def _save(batch: Batch, ticket: TicketRow) -> None:
+    batch.conn.execute(_UPDATE_TICKET, {"ticket_id": ticket.id, "status": ticket.status,
+                                        "archived": ticket.archived, "closed_at": ticket.closed_at,
+                                        "updated_at": ticket.updated_at})
+
+
+def open_ticket(tx: Any, batch: Batch, account: Account, contact: Contact | None, facts: MailFacts, *,
+                quiet: bool, previous: TicketRow | None = None) -> int:
     """A new ticket on the master account, its first message, watchers and acknowledgement."""
-    subject = refs.base_subject(facts.subject, lower=False) or "(no subject)"
-    ticket = Ticket(account_id=account.id, opened_by_contact_id=contact.id if contact else None,
-                    subject=subject[:998], status=TicketStatus.open, created_at=tx.now, updated_at=tx.now,
-                    previous_ticket_id=previous.id if previous else None)
-    tx.session.add(ticket)
-    tx.session.flush()
-    mailing.add_watchers(tx, ticket, contact)
-    message = add_client_message(tx, ticket, facts, MessageKind.client)
-    tx.audit("ticket.open", subject=ticket, account_id=account.id, by=facts.sender,
-             previous=previous.id if previous else None)
+    subject = (refs.base_subject(facts.subject, lower=False) or "(no subject)")[:998]
+    ticket_id = batch.conn.execute(_INSERT_TICKET, {
+        "account_id": account.id, "opened_by_contact_id": contact.id if contact else None, "subject": subject,
+        "status": TicketStatus.open, "archived": False, "created_at": tx.now, "updated_at": tx.now,
+        "previous_ticket_id": previous.id if previous else None}).scalar_one()
+    ticket = TicketRow(ticket_id, account.id, subject, TicketStatus.open, False, None, tx.now)
+    batch.added_ticket(ticket)
+    # who gets the ticket's mail: the opener and the master owner, in that order, each once
+    watching = list({c.id: c for c in (contact, batch.owner(account.id)) if c is not None}.values())
+    batch.watch(ticket_id, watching)
+    add_client_message(tx, batch, ticket, facts, MessageKind.client)
+    batch.audit("ticket.open", subject=("ticket", ticket_id), account_id=account.id, by=facts.sender,
+                previous=previous.id if previous else None)
     if not quiet:
-        mailing.acknowledge(tx, ticket, message.body[:EXCERPT_CHARS])
-    slack_cards.queue_ticket_card(tx, ticket)  # the staff channel's card: the parent of the ticket's thread
-    return ticket
+        mailing.acknowledge(tx, batch, ticket, watching, facts.message_id, _body(facts)[:EXCERPT_CHARS])
+    if slack_cards.enabled(tx.settings):  # the staff channel's card: the parent of the ticket's thread
+        batch.write_pending()
+        slack_cards.queue_ticket_card(tx, tx.session.get(Ticket, ticket_id))
+    return ticket_id
 
 
-def _reply(tx: Any, ticket: Ticket, facts: MailFacts, layer: str) -> Outcome:
+def _reply(tx: Any, batch: Batch, ticket: TicketRow, facts: MailFacts, layer: str) -> Outcome:
     before = ticket.status
-    message = add_client_message(tx, ticket, facts, MessageKind.client)
-    slack_cards.queue_thread_post(tx, ticket, message)  # the client's mail in the card's thread
+    message_id = add_client_message(tx, batch, ticket, facts, MessageKind.client)
     if ticket.status == TicketStatus.closed or ticket.archived:
         ticket.archived, ticket.closed_at = False, None
         ticket.status = TicketStatus.customer_reply
     elif ticket.status in (TicketStatus.answered, TicketStatus.on_hold):
         ticket.status = TicketStatus.customer_reply
-    tx.audit("ticket.client_reply", subject=ticket, account_id=ticket.account_id, layer=layer,
-             status_from=str(before), status_to=str(ticket.status))
-    if ticket.status != before:  # the card shows the status: reopened, or waiting for staff again
-        slack_cards.ticket_changed(tx, ticket, "the client replied", who="email")
+    _save(batch, ticket)
+    if slack_cards.enabled(tx.settings):  # the client's mail in the card's thread
+        batch.write_pending()
+        card_ticket = tx.session.get(Ticket, ticket.id, populate_existing=True)
+        slack_cards.queue_thread_post(tx, card_ticket, tx.session.get(TicketMessage, message_id))
+        if ticket.status != before:  # the card shows the status: reopened, or waiting for staff again
+            slack_cards.ticket_changed(tx, card_ticket, "the client replied", who="email")
+    batch.audit("ticket.client_reply", subject=("ticket", ticket.id), account_id=ticket.account_id, layer=layer,
+                status_from=str(before), status_to=str(ticket.status))
     reopened = " (reopened)" if before == TicketStatus.closed else ""
     return Outcome("done", "ticket_reply", f"reply threaded to T-{ticket.id} by {layer}{reopened}", ticket.id)
 
 
-def _too_old(tx: Any, ticket: Ticket) -> bool:
+def _too_old(tx: Any, ticket: TicketRow) -> bool:
     if ticket.status != TicketStatus.closed and not ticket.archived:
         return False
     closed = ticket.closed_at or ticket.updated_at
@@ -153,26 +166,41 @@ def _too_old(tx: Any, ticket: Ticket) -> bool:
 
 # -- the rules --------------------------------------------------------------------------------
 
-def receive(tx: Any, row: InboundMail, facts: MailFacts, *, quiet: bool = False) -> Outcome:
-    """Rules 5 to 7 for one message (``facts.automatic``: rule 3's store-if-it-threads)."""
-    contacts = contacts_of(tx, facts.sender)
+def receive(tx: Any, row: Any, facts: MailFacts, *, quiet: bool = False, batch: Batch | None = None) -> Outcome:
+    """Rules 5 to 7 for one message (``facts.automatic``: rule 3's store-if-it-threads).
+
+    ``batch``: the lookups shared with the other messages of the processor's batch (one is made
+    for this message alone when none is given). ``row``: the stored message (its id, and the
+    account staff chose for it, if any).
+    """
+    if batch is None:
+        batch = Batch(tx, [facts])
+        outcome = _rules(tx, row, facts, quiet, batch)
+        batch.write_pending()
+        return outcome
+    return _rules(tx, row, facts, quiet, batch)
+
+
+def _rules(tx: Any, row: Any, facts: MailFacts, quiet: bool, batch: Batch) -> Outcome:
+    contacts = batch.contacts_of(facts.sender)
     if row.account_id is not None:  # staff chose the account for a held message
         contacts = [c for c in contacts if c.account_id == row.account_id] or contacts
     account_ids = {c.account_id for c in contacts}
-    ticket, layer, refused = find_ticket(tx, facts, account_ids)
+    ticket, layer, refused = find_ticket(batch, facts, account_ids)
     if refused:
         log.info("inbox: message %s: threading refused %s", facts.inbound_id, "; ".join(refused))
     if facts.automatic:
         if ticket is None:
             return Outcome("done", "auto_reply", "automatic mail; threads to no ticket of the sender: stored only")
-        add_client_message(tx, ticket, facts, MessageKind.auto)
+        add_client_message(tx, batch, ticket, facts, MessageKind.auto)
+        _save(batch, ticket)
         return Outcome("done", "auto_reply", f"automatic mail stored on T-{ticket.id}; not answered",
                        ticket.id)
     if not contacts:
-        return answer_unknown_sender(tx, facts, quiet=quiet)
+        return _answered(batch, answer_unknown_sender(tx, facts, quiet=quiet))
     if ticket is not None:
         contact = next(c for c in contacts if c.account_id == ticket.account_id)
-        account = tx.session.get(Account, ticket.account_id)
+        account = batch.account(ticket.account_id)
     else:
         permitted = [c for c in contacts if c.may("tickets")]
         accounts = {c.account_id for c in permitted}
@@ -181,17 +209,24 @@ def receive(tx: Any, row: InboundMail, facts: MailFacts, *, quiet: bool = False)
                            f"held for staff: {facts.sender} is a contact of {len(accounts)} accounts; "
                            f"`inbox attach {row.id} ACCOUNT` says which")
         contact = permitted[0] if permitted else contacts[0]
-        account = tx.session.get(Account, contact.account_id)
+        account = batch.account(contact.account_id)
     refusal = _dmarc_refusal(account, facts)
     if refusal:
         return Outcome("waiting", "dmarc", refusal)
     if not contact.may("tickets"):
-        return answer_without_permission(tx, contact, account, facts, quiet=quiet)
+        return _answered(batch, answer_without_permission(tx, contact, account, facts, quiet=quiet))
     if ticket is not None and not _too_old(tx, ticket):
-        return _reply(tx, ticket, facts, layer)
-    new = open_ticket(tx, account, contact, facts, quiet=quiet, previous=ticket)
+        return _reply(tx, batch, ticket, facts, layer)
+    new = open_ticket(tx, batch, account, contact, facts, quiet=quiet, previous=ticket)
     if ticket is not None:
-        return Outcome("done", "new_ticket", f"new ticket T-{new.id}: T-{ticket.id} was closed more than "
-                       f"{tx.settings.ticket_reopen_days} days ago", new.id)
+        return Outcome("done", "new_ticket", f"new ticket T-{new}: T-{ticket.id} was closed more than "
+                       f"{tx.settings.ticket_reopen_days} days ago", new)
     acked = "" if not quiet else " (sender over the hourly cap: not acknowledged)"
-    return Outcome("done", "new_ticket", f"new ticket T-{new.id} on {account.ref}{acked}", new.id)
+    return Outcome("done", "new_ticket", f"new ticket T-{new} on {account.ref}{acked}", new)
+
+
+def _answered(batch: Batch, outcome: Outcome) -> Outcome:
+    """The answers count their automatic answers in the database themselves: the batch asks again."""
+    batch.auto_recipient.clear()
+    batch.auto_ticket.clear()
+    return outcome

@@ -12,8 +12,8 @@ from typing import Any, Iterable
 from sqlalchemy import select
 
 from handlers.models import Contact, MessageKind, OutboundMail, Ticket, TicketMessage, TicketWatcher
-from handlers.outbox import Recipient, queue_email
-from handlers.tickets import auto, refs
+from handlers.outbox import Queued, Recipient, enqueue, queue_email
+from handlers.tickets import refs
 
 MAX_REFERENCES = 20
 
@@ -23,17 +23,6 @@ def watchers(tx: Any, ticket: Ticket) -> list[Contact]:
     rows = tx.session.scalars(select(Contact).join(TicketWatcher, TicketWatcher.contact_id == Contact.id)
                               .where(TicketWatcher.ticket_id == ticket.id).order_by(TicketWatcher.id))
     return list(rows)
-
-
-def add_watchers(tx: Any, ticket: Ticket, opener: Contact | None) -> None:
-    owner = tx.session.scalar(select(Contact).where(Contact.account_id == ticket.account_id,
-                                                    Contact.is_owner.is_(True)))
-    seen: set[int] = set()
-    for contact in (opener, owner):
-        if contact is not None and contact.id not in seen:
-            seen.add(contact.id)
-            tx.session.add(TicketWatcher(ticket_id=ticket.id, contact_id=contact.id))
-    tx.session.flush()
 
 
 def _thread_ids(tx: Any, ticket: Ticket) -> list[str]:
@@ -73,11 +62,20 @@ def _wanting(contacts: Iterable[Contact]) -> list[Contact]:
     return [c for c in contacts if c.wants("tickets")]
 
 
-def acknowledge(tx: Any, ticket: Ticket, excerpt: str) -> OutboundMail | None:
-    """The automatic acknowledgement of a new ticket (once per ticket; capped like any
-    automatic answer)."""
-    allowed = [c for c in _wanting(watchers(tx, ticket)) if auto.allow(tx, c.email, "ticket_ack", ticket.id)]
-    return _send(tx, ticket, "ticket_ack", allowed, {"excerpt": excerpt}, dedupe_key=f"ticket:{ticket.id}:ack")
+def acknowledge(tx: Any, batch: Any, ticket: Any, watching: list[Contact], client_message_id: str | None,
+                excerpt: str) -> Queued | None:
+    """The automatic acknowledgement of a ticket just opened in ``batch`` (once per ticket; capped
+    like any automatic answer). ``watching``: its watchers, opener first; the conversation so
+    far is the client's one message, so its Message-ID is the whole thread."""
+    allowed = [c for c in _wanting(watching) if batch.allow(c.email, "ticket_ack", ticket.id)]
+    if not allowed:
+        return None
+    first, *others = allowed
+    return enqueue(
+        tx, "ticket_ack", _context(tx, ticket, first, excerpt=excerpt), to=[Recipient(first.email, first.name)],
+        cc=[Recipient(c.email, c.name) for c in others], dedupe_key=f"ticket:{ticket.id}:ack", audit=batch.audit,
+        account_id=ticket.account_id, ticket_id=ticket.id, reply_to=refs.reply_address(tx, ticket.id),
+        in_reply_to=client_message_id, references=[client_message_id] if client_message_id else [])
 
 
 def staff_reply(tx: Any, ticket: Ticket, message: TicketMessage) -> OutboundMail | None:
