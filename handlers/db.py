@@ -6,10 +6,10 @@ import logging
 import threading
 from typing import Any, Callable, Iterator
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from handlers.errors import TemporaryFailure
@@ -29,6 +29,26 @@ SQLITE_PRAGMAS = (
 def dialect_insert(session: Session) -> Callable[..., Any]:
     """``insert`` of the session's database, which has ``on_conflict_do_nothing`` (SQLite and PostgreSQL)."""
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def keyed(session: Session, model: Any, key: str | None) -> Any:
+    """The ``model`` row queued under ``dedupe_key`` ``key`` (the outboxes' exactly-once key), or None."""
+    return None if key is None else session.scalar(select(model).where(model.dedupe_key == key))
+
+
+def add_keyed(session: Session, row: Any) -> Any:
+    """Add ``row`` and flush it; when another transaction queued a row under the same unique
+    ``dedupe_key`` between the caller's look (:func:`keyed`) and this insert, that row instead."""
+    if row.dedupe_key is None:
+        session.add(row)
+        session.flush()
+        return row
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        return keyed(session, type(row), row.dedupe_key)
+    return row
 
 
 def make_engine(settings: Settings) -> Engine:

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
 
-from handlers.db import dialect_insert
+from handlers.db import add_keyed, dialect_insert, keyed
 from handlers.errors import InvalidInput
 from handlers.models import AuditEvent, OutboundMail, OutboxStatus
 from handlers.render import RenderedEmail, email_renderer
@@ -167,24 +166,16 @@ def queue_email(tx: Any, intent: str, context: dict[str, Any], *, to: Sequence[R
     """
     if not to:
         raise InvalidInput("an email needs at least one recipient")
-    if dedupe_key is not None:
-        existing = tx.session.scalar(select(OutboundMail).where(OutboundMail.dedupe_key == dedupe_key))
-        if existing is not None:
-            return existing
+    existing = keyed(tx.session, OutboundMail, dedupe_key)
+    if existing is not None:
+        return existing
     mail = Mail(context, to, cc=cc, dedupe_key=dedupe_key, account_id=account_id, ticket_id=ticket_id,
                 reply_to=reply_to, in_reply_to=in_reply_to, references=tuple(references),
                 extra_headers=extra_headers, not_before=not_before)
     row = OutboundMail(**_row(tx, intent, mail, from_local, email_renderer(tx.settings, intent)))
-    if dedupe_key is None:
-        tx.session.add(row)
-        tx.session.flush()
-    else:
-        try:
-            with tx.session.begin_nested():
-                tx.session.add(row)
-        except IntegrityError:
-            # another process queued the same mail between our look and our insert
-            return tx.session.scalar(select(OutboundMail).where(OutboundMail.dedupe_key == dedupe_key))
+    added = add_keyed(tx.session, row)
+    if added is not row:  # another process queued the same mail between our look and our insert
+        return added
     tx.audit("email.queue", subject=row, account_id=account_id, intent=intent, to=row.recipients)
     tx.after_commit(tx.services.outbox_wakeup.set)
     return row

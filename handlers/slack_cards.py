@@ -17,9 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from handlers import slack_blocks as blocks
+from handlers.db import add_keyed, keyed
 from handlers.models import (InboundMail, OutboundMail, OutboxStatus, SlackPost, Suspension, SuspensionReason,
                              Ticket, TicketMessage)
 
@@ -40,22 +40,15 @@ def queue_post(tx: Any, message: dict[str, Any], *, dedupe_key: str | None = Non
     """
     if not enabled(tx.settings):
         return None
-    if dedupe_key is not None:
-        existing = tx.session.scalar(select(SlackPost).where(SlackPost.dedupe_key == dedupe_key))
-        if existing is not None:
-            return existing
+    existing = keyed(tx.session, SlackPost, dedupe_key)
+    if existing is not None:
+        return existing
     row = SlackPost(dedupe_key=dedupe_key, method=method, channel=channel or tx.settings.slack_channel,
                     thread_ts=thread_ts, update_ts=update_ts, ticket_id=ticket_id,
                     payload={**message, "meta": meta or {}}, created_at=tx.now, next_attempt_at=tx.now)
-    if dedupe_key is None:
-        tx.session.add(row)
-        tx.session.flush()
-    else:
-        try:
-            with tx.session.begin_nested():
-                tx.session.add(row)
-        except IntegrityError:  # another process queued the same post first
-            return tx.session.scalar(select(SlackPost).where(SlackPost.dedupe_key == dedupe_key))
+    added = add_keyed(tx.session, row)
+    if added is not row:  # another process queued the same post first
+        return added
     wake_delivery(tx)
     return row
 
