@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
+import time
 from typing import Any, Callable, Iterator
 
 from sqlalchemy import create_engine, event, select
@@ -110,12 +112,78 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+class WriterTurn:
+    """SQLite: the writers of all our processes take turns on a lock file before BEGIN IMMEDIATE.
+
+    SQLite has one write lock, and a connection that finds it taken waits in SQLite's busy
+    handler, which sleeps 1, 2, 5, 10, 15, 20, 25, 25, 50, 50, 100 ms between tries: a door
+    waiting out the worker's 40 ms batch may sleep 50 ms past its end while its senders wait
+    for their 250. Here a writer first takes ``<database>-writer.lock`` (``flock``; the kernel
+    drops it when a process dies), looking again every half millisecond, so the turn passes on
+    within a millisecond; only then does SQLite's lock come, free. Threads of one process queue
+    on a lock of their own first. A nested write in a thread that has the turn goes straight on,
+    and after ``timeout`` seconds a writer goes on without the turn (SQLite's own waiting then
+    decides, as before): the turn can make a writer faster, never stuck. Readers never wait for it.
+    """
+
+    POLL = 0.0005
+
+    def __init__(self, path: str | None, timeout: float):
+        self.path, self.timeout = path, timeout
+        self._mine = threading.local()
+        self._threads = threading.Lock()
+
+    @classmethod
+    def for_engine(cls, engine: Engine, timeout: float) -> "WriterTurn":
+        db = engine.url.database if engine.dialect.name == "sqlite" else None
+        return cls(f"{db}-writer.lock" if db and db != ":memory:" and not db.startswith("file:") else None, timeout)
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        if self.path is None or getattr(self._mine, "held", False):
+            yield
+            return
+        deadline = time.monotonic() + self.timeout
+        threads = self._threads.acquire(timeout=self.timeout)
+        fd = self._take(deadline) if threads else None
+        self._mine.held = True
+        try:
+            yield
+        finally:
+            self._mine.held = False
+            if fd is not None:
+                os.close(fd)  # closing the descriptor releases the flock
+            if threads:
+                self._threads.release()
+
+    def _take(self, deadline: float) -> int | None:
+        import fcntl
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:  # a read-only directory: SQLite's own waiting will do
+            log.debug("no writer turn (%s): %s", self.path, exc)
+            return None
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return None
+                time.sleep(self.POLL)
+            except OSError:  # a file system without flock
+                os.close(fd)
+                return None
+
+
 class Database:
     """The engine and its session factory; ``transaction()`` is the unit of work."""
 
     def __init__(self, settings: Settings, engine: Engine | None = None):
         self.settings = settings
         self.engine = engine or make_engine(settings)
+        self.turn = WriterTurn.for_engine(self.engine, settings.db_busy_timeout)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._readonly = sessionmaker(self.engine.execution_options(readonly=True), expire_on_commit=False)
 
@@ -128,7 +196,7 @@ class Database:
         """
         factory = self._readonly if readonly else self._sessions
         try:
-            with factory() as session, session.begin():
+            with (contextlib.nullcontext() if readonly else self.turn()), factory() as session, session.begin():
                 yield session
         except (OperationalError, DBAPIError) as exc:
             if is_transient(exc):
@@ -139,7 +207,7 @@ class Database:
     def core_transaction(self) -> Iterator[Connection]:
         """One transaction on a Core connection, for hot paths that need no ORM (the mail doors)."""
         try:
-            with self.engine.begin() as conn:
+            with self.turn(), self.engine.begin() as conn:
                 yield conn
         except (OperationalError, DBAPIError) as exc:
             if is_transient(exc):
