@@ -136,9 +136,9 @@ def bounce(mail: ParsedMail, envelope: Envelope, settings: Any) -> Verdict | Non
     body = _body(mail)
     if blocks or (mail.is_multipart_report and mail.report_type == "delivery-status"):
         return _bounce_verdict(mail, body, blocks, "delivery-status")
-    for name, pattern in P.BOUNCE_FORMATS:
-        if pattern.search(body):
-            return _bounce_verdict(mail, body, blocks, f"format:{name}")
+    name = P.bounce_format(body)
+    if name is not None:
+        return _bounce_verdict(mail, body, blocks, f"format:{name}")
     daemon = (P.DAEMON_LOCALPART.match(_localpart(mail.from_addr)) is not None
               or P.DAEMON_LOCALPART.match(_localpart(envelope.mail_from)) is not None
               or "From is the null sender <>" in mail.defects)

@@ -63,6 +63,60 @@ BOUNCE_FORMATS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re.compil
     ("russian", r"(сообщение|письмо).{0,40}не (было )?доставлено"),
 ))
 
+
+def _alternatives(pattern: str) -> list[str]:
+    """The top-level ``|`` alternatives of a regular expression's source."""
+    parts, depth, start, i, in_class = [], 0, 0, 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 1
+        elif in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            parts.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    return parts + [pattern[start:]]
+
+
+def _line_start_gate(formats: tuple[tuple[str, re.Pattern[str]], ...]) -> tuple[re.Pattern[str], tuple]:
+    """Most formats match only at the start of a line. Searched one by one, each scans the whole
+    body; one search of ``^(?:a|b|...)`` tries the alternatives only where a line starts, and
+    says whether any of them can match (the loop then finds which, as before). The formats
+    that may match anywhere are returned to be searched as they are."""
+    anchored, anywhere = [], []
+    for name, pattern in formats:
+        alternatives = _alternatives(pattern.pattern)
+        if all(a.startswith("^") for a in alternatives):
+            anchored += [f"(?:{a[1:]})" for a in alternatives]
+        else:
+            anywhere.append((name, pattern))
+    return re.compile("^(?:" + "|".join(anchored) + ")", _IM), tuple(anywhere)
+
+
+_BOUNCE_GATE, _BOUNCE_ANYWHERE = _line_start_gate(BOUNCE_FORMATS)
+
+
+def bounce_format(body: str) -> str | None:
+    """The name of the first of BOUNCE_FORMATS that matches ``body``, or None.
+
+    The same answer as searching every pattern in turn, at a fraction of the cost for the mail
+    that is not a bounce (nearly all of it): the line-start formats share one search, and the
+    formats written in a non-Latin script are not searched in an ASCII body.
+    """
+    ascii_only = body.isascii()
+    if _BOUNCE_GATE.search(body) is None and not any(
+            pattern.search(body) for _, pattern in _BOUNCE_ANYWHERE if not (ascii_only and not pattern.pattern.isascii())):
+        return None
+    return next((name for name, pattern in BOUNCE_FORMATS if pattern.search(body)), None)
+
 # Subjects that mail systems put on their notices; they need a daemon sender or a null sender.
 FAILURE_SUBJECT = re.compile(
     r"(delivery status notification|undeliver|undelivered mail|returned mail|return(ing)? (the )?(message |mail )?to sender|"
