@@ -36,8 +36,7 @@ def digest(raw: bytes) -> str:
 
 
 # the first Message-ID field of the header block, with its folded continuation lines (RFC 5322 2.2.3)
-_MESSAGE_ID = re.compile(rb"(?:^|\n)message-id[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.IGNORECASE)
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_MESSAGE_ID_FIELD = re.compile(rb"message-id[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\ufffd]")
 
 
@@ -51,14 +50,27 @@ def message_id_of(raw: bytes, raw_digest: str) -> str:
 
     A scan of the header block rather than a full parse: every door calls this for every message.
     """
-    end = _HEADER_END.search(raw, 0, 65536)
-    match = _MESSAGE_ID.search(raw, 0, end.start() if end else min(len(raw), 65536))
+    limit = _header_end(raw)
+    head, match, at = raw[:limit].lower(), None, -1
+    # a plain search for the field's name finds where the (slower) pattern can match
+    while match is None and (at := head.find(b"message-id", at + 1)) != -1:
+        if at == 0 or head[at - 1] == 10:  # the field starts a line
+            match = _MESSAGE_ID_FIELD.match(raw, at, limit)
     value = " ".join(match.group(1).decode("utf-8", "replace").split()) if match else ""
     # the key's index has a size limit (bytes, not characters); control characters are refused by
     # PostgreSQL: either would make the message unstorable, so the content names it instead
     if not value or len(value.encode()) > 500 or _CONTROL.search(value):
         return f"<{raw_digest[:40]}@derived.renewdesk.invalid>"
     return value
+
+
+def _header_end(raw: bytes, window: int = 65536) -> int:
+    """Where the header block ends: the blank line (LF or CRLF) within ``window`` bytes, else the window."""
+    ends = [at for at in (raw.find(b"\n\n", 0, window), raw.find(b"\n\r\n", 0, window)) if at != -1]
+    if not ends:
+        return min(len(raw), window)
+    at = min(ends)
+    return at - 1 if at and raw[at - 1] == 13 else at  # a CR before the first LF belongs to the blank line
 
 
 def is_ours(settings: Any, address: str) -> bool:
@@ -113,8 +125,11 @@ def insert_many(conn: Any, messages: list[Incoming], at: dt.datetime) -> list[li
                             for rcpt in recipients])  # the same recipient twice in one envelope is one row
     key = lambda r: (r["message_id"], r["digest"], r["recipient"])  # noqa: E731
     unique = {key(r): r for rows in per_message for r in rows}
-    inserted = {(mid, dg, rc): i for mid, dg, rc, i in
-                conn.execute(_insert_skipping_duplicates(conn.dialect.name), list(unique.values()))}
+    if conn.dialect.name == "sqlite":
+        new_rows = _insert_sqlite(conn, list(unique.values()))
+    else:
+        new_rows = conn.execute(_insert_skipping_duplicates(conn.dialect.name), list(unique.values()))
+    inserted = {(mid, dg, rc): i for mid, dg, rc, i in new_rows}
     missing = [r for k, r in unique.items() if k not in inserted]
     already = _existing(conn, missing) if missing else {}
     return [[Stored(inserted.get(key(r)) or already[key(r)], r["recipient"], key(r) not in inserted) for r in rows]
@@ -134,6 +149,37 @@ def _insert_skipping_duplicates(dialect: str) -> Any:
 
 
 _T = InboundMail.__table__
+_COLUMNS = ("received_at", "door", "peer", "mail_from", "recipient", "message_id", "digest", "size", "raw",
+            "status", "throttled", "attempts")
+
+
+@functools.lru_cache(maxsize=2)
+def _sqlite_binds(dialect: Any) -> tuple[Any, ...]:
+    """Each column's conversion to what SQLite stores (times as text, the status by name), as
+    SQLAlchemy itself would convert it."""
+    return tuple(_T.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in _COLUMNS)
+
+
+def _insert_sqlite(conn: Any, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The batch's rows as one multi-row INSERT on the driver's cursor, in ``conn``'s transaction.
+
+    The same statement SQLAlchemy would send, without building it anew through the compiler for
+    each batch: on the door's hot path that was a third of the writer's time per message.
+    """
+    binds = _sqlite_binds(conn.dialect)
+    driver = conn.connection.driver_connection
+    out: list[tuple[Any, ...]] = []
+    for start in range(0, len(rows), _ROWS_PER_INSERT):  # SQLite caps the parameters of one statement
+        chunk = rows[start:start + _ROWS_PER_INSERT]
+        params = [bind(row[name]) if bind else row[name] for row in chunk for name, bind in zip(_COLUMNS, binds)]
+        values = ", ".join(["(" + ", ".join("?" * len(_COLUMNS)) + ")"] * len(chunk))
+        sql = (f"INSERT INTO {_T.name} ({', '.join(_COLUMNS)}) VALUES {values} "
+               "ON CONFLICT (message_id, digest, recipient) DO NOTHING RETURNING message_id, digest, recipient, id")
+        out += driver.execute(sql, params).fetchall()
+    return out
+
+
+_ROWS_PER_INSERT = 500
 # built once: the doors run it for every batch with duplicates
 _EXISTING = select(_T.c.message_id, _T.c.digest, _T.c.recipient, _T.c.id).where(
     _T.c.message_id.in_(bindparam("mids", expanding=True)), _T.c.digest.in_(bindparam("digests", expanding=True)))

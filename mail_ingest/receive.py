@@ -66,14 +66,14 @@ class GroupCommitter:
     """One writer thread storing what many SMTP sessions received, a batch per transaction."""
 
     def __init__(self, services: Any, *, max_batch: int = 64, start: bool = True,
-                 linger: float = 0.0, senders: Callable[[], int] | None = None):
-        """``senders()`` says how many connections could still add a message to the batch being
-        formed; while fewer messages are waiting than that, the writer waits up to ``linger``
+                 linger: float = 0.0, pending: Callable[[], int] | None = None):
+        """``pending()`` says how many more messages are on their way (the SMTP sessions in the
+        middle of a mail transaction); while there are any, the writer waits up to ``linger``
         seconds for them (as a database's commit delay does), so one commit serves them all."""
         self.services = services
         self.max_batch = max_batch
         self.linger = linger
-        self.senders = senders
+        self.pending = pending
         self._queue: queue.SimpleQueue[tuple[inbox.Incoming, Any] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
         if start:
@@ -122,12 +122,12 @@ class GroupCommitter:
                              for _, waiter in batch if not _settled(waiter)])
 
     def _gather(self, first: tuple[inbox.Incoming, Any]) -> list[tuple[inbox.Incoming, Any]]:
-        """The batch: what is waiting now, plus what other open sessions send within ``linger``."""
+        """The batch: what is waiting now, plus what sessions still sending theirs hand over within ``linger``."""
         batch = [first]
         deadline = time.monotonic() + self.linger
         while len(batch) < self.max_batch:
-            wanted = self.senders() if self.senders and self.linger else 0
-            wait = deadline - time.monotonic() if len(batch) < wanted else 0
+            coming = self.pending() if self.pending and self.linger else 0
+            wait = deadline - time.monotonic() if coming > 0 else 0
             try:
                 item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
             except queue.Empty:

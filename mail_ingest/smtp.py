@@ -33,16 +33,34 @@ TRY_LATER = "451 4.3.0 Could not store the message right now; please try again l
 # how long a session waits for its message to be committed before telling the MTA to retry;
 # if the commit lands later after all, the retry is recognised as a redelivery and stored once
 STORE_TIMEOUT = 60.0
+# the longest a message waits for other sessions' messages to share its commit
+LINGER = 0.005
 
 
 class InboxHandler:
     """aiosmtpd hooks: check recipients, store the message, answer honestly."""
 
-    def __init__(self, services: Any, committer: GroupCommitter, *, lmtp: bool = False):
+    def __init__(self, services: Any, committer: GroupCommitter | None, *, lmtp: bool = False):
         self.services = services
         self.committer = committer
         self.lmtp = lmtp
         self.door = "lmtp" if lmtp else "smtp"
+        # sessions between MAIL FROM and the end of DATA: each will hand the writer a message
+        # soon, so the writer may wait a moment for them and store them in the same commit
+        self.composing: set[Any] = set()
+
+    def in_flight(self) -> int:
+        return len(self.composing)
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, mail_options: list) -> str:
+        envelope.mail_from = address  # what aiosmtpd does without this hook
+        envelope.mail_options.extend(mail_options)
+        self.composing.add(session)
+        return "250 OK"
+
+    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
+        self.composing.discard(session)
+        return "250 OK"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list) -> str:
         if not is_ours(self.services.settings, address):
@@ -54,11 +72,14 @@ class InboxHandler:
         raw = envelope.original_content or b""
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
         incoming = Incoming(raw, self.door, envelope.mail_from or "", tuple(envelope.rcpt_tos), peer)
+        submitted = self.committer.submit_async(incoming)
+        self.composing.discard(session)  # after the hand-over: the writer never sees it in neither place
         try:
-            stored = await asyncio.wait_for(self.committer.submit_async(incoming), STORE_TIMEOUT)
+            async with asyncio.timeout(STORE_TIMEOUT):  # no task of its own, unlike wait_for
+                stored = await submitted
         except InvalidInput as exc:
             return self._each(envelope, f"554 5.6.0 {exc.message}")
-        except (TemporaryFailure, asyncio.TimeoutError) as exc:
+        except (TemporaryFailure, TimeoutError) as exc:
             log.warning("%s from %s: answered 451: %s", self.door, peer, getattr(exc, "message", "store timed out"))
             return self._each(envelope, TRY_LATER)
         if self.lmtp:
@@ -96,6 +117,7 @@ class _Door:
             self._over_limit = not self._peers.enter(self._peer_ip)
 
     def connection_lost(self, error: Exception | None) -> None:
+        self.event_handler.composing.discard(self.session)
         if self._peer_ip is not None:
             self._peers.leave(self._peer_ip)
             self._peer_ip = None
@@ -135,10 +157,6 @@ class PeerLimit:
             self._open[ip] += 1
             return self._open[ip] <= self.limit
 
-    def total(self) -> int:
-        """Connections open right now, from every address."""
-        return sum(self._open.values())
-
     def leave(self, ip: str) -> None:
         with self._lock:
             self._open[ip] -= 1
@@ -157,12 +175,16 @@ class DoorController(Controller):
         if settings.smtp_tls_cert:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.load_cert_chain(settings.smtp_tls_cert, settings.smtp_tls_key)
-        # each connection has at most one message in flight: no point waiting for more than that
-        self.committer = GroupCommitter(services, linger=0.001, senders=self.peers.total)
+        handler = InboxHandler(services, None, lmtp=lmtp)
+        # The writer holds a message back for up to LINGER while other sessions are still sending
+        # theirs, so one commit (one sync of the log) answers them all; sessions not in a mail
+        # transaction are not waited for. A sending MTA whose connections are all busy otherwise
+        # gets its 250s spread over many small commits while the event loop idles between them.
+        handler.committer = self.committer = GroupCommitter(services, linger=LINGER, pending=handler.in_flight)
         self._checkpoints_stop = threading.Event()
         services.db.checkpoint_in_background(self._checkpoints_stop)
         super().__init__(
-            InboxHandler(services, self.committer, lmtp=lmtp), hostname=host or settings.smtp_host,
+            handler, hostname=host or settings.smtp_host,
             port=settings.smtp_port if port is None else port, ready_timeout=10,
             server_hostname=settings.mail_domain, data_size_limit=settings.max_message_bytes,
             enable_SMTPUTF8=True, decode_data=False, tls_context=tls, require_starttls=False,

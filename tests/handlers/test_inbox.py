@@ -167,3 +167,43 @@ def test_a_message_whose_processing_fails_is_quarantined_not_retried_forever(ser
         assert s.get(InboundMail, bad.id).status == InboundStatus.quarantined
         assert "processing failed: RuntimeError: a bug" in s.get(InboundMail, bad.id).reason
         assert s.get(InboundMail, good.id).status == InboundStatus.waiting
+
+
+def test_the_doors_sqlite_insert_stores_what_sqlalchemys_own_insert_stores(services, clock):
+    """On SQLite the doors send their own multi-row INSERT (on PostgreSQL, SQLAlchemy's): every
+    column it writes holds exactly what SQLAlchemy's insert of the same values holds (times, the
+    status by name, booleans), and a batch bigger than one statement's parameter budget is
+    stored whole."""
+    from sqlalchemy import insert, text
+    mine = store(services, recipients=("support@desk.example.test", "billing@desk.example.test"))
+    with services.db.core_transaction() as conn:
+        theirs = conn.execute(insert(InboundMail.__table__).returning(InboundMail.__table__.c.id), [{
+            "received_at": clock.now(), "door": "smtp", "peer": "", "mail_from": "a@x.test",
+            "recipient": "other@desk.example.test", "message_id": "<one@x.test>", "digest": inbox.digest(RAW),
+            "size": len(RAW), "raw": RAW, "status": InboundStatus.new, "throttled": False, "attempts": 0}]).scalar()
+        columns = ", ".join(c for c in inbox._COLUMNS if c != "recipient")
+        a, b = (conn.execute(text(f"SELECT {columns} FROM inbound_mail WHERE id = :i"), {"i": i}).one()
+                for i in (mine[0].id, theirs))
+    assert tuple(a) == tuple(b)
+    many = [inbox.Incoming(RAW.replace(b"one@", f"m{n}@".encode()), "smtp", "a@x.test", ("support@desk.example.test",))
+            for n in range(inbox._ROWS_PER_INSERT + 7)]
+    with services.db.core_transaction() as conn:
+        stored = inbox.insert_many(conn, many, clock.now())
+    assert len({s[0].id for s in stored}) == len(many) and not any(s[0].duplicate for s in stored)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (b"Message-ID: <a@x.test>\r\n\r\nbody", "<a@x.test>"),
+    (b"Subject: s\nmessage-id:<b@x.test>\n\nbody", "<b@x.test>"),                      # any case, LF only
+    (b"X-Message-ID: <no@x.test>\r\nMessage-Id:\r\n <folded@x.test>\r\n\r\n", "<folded@x.test>"),
+    (b"Subject: message-id: <no@x.test>\r\nMessage-ID: <c@x.test>\r\n\r\n", "<c@x.test>"),
+    (b"Message-ID: <first@x.test>\r\nMessage-ID: <second@x.test>\r\n\r\n", "<first@x.test>"),
+    (b"Subject: s\r\n\r\nMessage-ID: <in-the-body@x.test>\r\n", None),               # not a header
+    (b"From: a@x.test\r\nSubject: none\r\n\r\n", None),
+    (b"X: " + b"a" * 70000 + b"\r\nMessage-ID: <past-64k@x.test>\r\n\r\n", None),    # only the first 64 KiB
+])
+def test_message_id_comes_from_the_header_block_only(raw, expected):
+    """The first Message-ID field of the header block, folded lines joined, any case; none in the
+    block (or only in the body, or past 64 KiB) gives one derived from the content."""
+    derived = f"<{inbox.digest(raw)[:40]}@derived.renewdesk.invalid>"
+    assert inbox.message_id_of(raw, inbox.digest(raw)) == (expected or derived)

@@ -283,12 +283,12 @@ def test_the_writer_survives_its_own_error(services):
     from mail_ingest.receive import GroupCommitter
     calls = []
 
-    def senders():
+    def pending():
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("a bug while forming the batch")
-        return 1
-    committer = GroupCommitter(services, linger=0.01, senders=senders)
+        return 0
+    committer = GroupCommitter(services, linger=0.01, pending=pending)
     try:
         failed = committer.submit(inbox.Incoming(message(1), "smtp", "a@x.test", (OURS,)))
         assert "could not store" in str(failed.exception(timeout=10))
@@ -297,3 +297,35 @@ def test_the_writer_survives_its_own_error(services):
     finally:
         committer.close()
     assert len(rows(services)) == 1
+
+
+def test_the_writer_waits_only_for_sessions_in_the_middle_of_a_mail(door, services):
+    """The count the writer lingers on: a session counts from MAIL FROM until it has handed over
+    its DATA, or RSET, or went away; a connection that only said EHLO never counts."""
+    import time
+    handler = door.handler
+
+    def settled(expected):
+        deadline = time.monotonic() + 5
+        while handler.in_flight() != expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return handler.in_flight()
+
+    idle = smtplib.SMTP("127.0.0.1", door.port)
+    idle.ehlo()
+    with smtplib.SMTP("127.0.0.1", door.port) as a, smtplib.SMTP("127.0.0.1", door.port) as b:
+        assert settled(0) == 0
+        a.ehlo(), b.ehlo()
+        a.mail("a@x.test")
+        b.mail("b@x.test")
+        assert settled(2) == 2
+        b.rset()
+        assert settled(1) == 1
+        a.rcpt(OURS)
+        assert a.data(message(11))[0] == 250
+        assert settled(0) == 0
+        b.mail("b@x.test")
+        assert settled(1) == 1
+    assert settled(0) == 0  # b went away in the middle of its mail
+    idle.quit()
+    assert [r.message_id for r in rows(services)] == ["<m11@northwind.test>"]
