@@ -74,7 +74,8 @@ class Settings:
         "RENEWDESK_TRUSTED_AUTHSERV_IDS", "", "receiving servers (comma-separated authserv-ids) whose "
         "Authentication-Results headers are believed; accounts may require a DMARC pass from them")
     db_busy_timeout: float = _setting(
-        "RENEWDESK_DB_BUSY_TIMEOUT", 10.0, "seconds a SQLite writer waits for the lock before giving up (451)")
+        "RENEWDESK_DB_BUSY_TIMEOUT", 10.0,
+        "seconds a SQLite writer waits for its turn, and again for the lock, before giving up (451)")
     db_start_wait: float = _setting(
         "RENEWDESK_DB_START_WAIT", 60.0, "seconds a long-running process (run, web, worker, smtp, imap) waits "
         "for an unreachable database when it starts, trying again every 2 s, before it exits 75; 0 gives up at once")

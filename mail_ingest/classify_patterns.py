@@ -112,8 +112,8 @@ def bounce_format(body: str) -> str | None:
     formats written in a non-Latin script are not searched in an ASCII body.
     """
     ascii_only = body.isascii()
-    if _BOUNCE_GATE.search(body) is None and not any(
-            pattern.search(body) for _, pattern in _BOUNCE_ANYWHERE if not (ascii_only and not pattern.pattern.isascii())):
+    anywhere = (pattern for _, pattern in _BOUNCE_ANYWHERE if not (ascii_only and not pattern.pattern.isascii()))
+    if _BOUNCE_GATE.search(body) is None and not any(pattern.search(body) for pattern in anywhere):
         return None
     return next((name for name, pattern in BOUNCE_FORMATS if pattern.search(body)), None)
 

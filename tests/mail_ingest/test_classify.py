@@ -249,7 +249,8 @@ def test_the_bounce_format_shortcut_answers_as_the_full_search_does():
     bodies = [_body(parse(data)) for _, data in sisimai(("lhost-", "rhost-", "rfc3464-", "rfc3834-"))]
     bodies += [_body(parse(p.read_bytes())) for p in sorted((SISIMAI / "not").iterdir()) if p.is_file()]
     bodies += ["", "Hello\n\nTHIS IS THE MAIL SYSTEM AT HOST mx.example", "text\n  Final-Recipient: x",
-               "письмо не было доставлено", "メールエラー", "Google Groups says we couldn't deliver it"]
+               "письмо не было доставлено", "メールエラー",
+               "Google Groups says we couldn't deliver it"]
     named = [full(b) for b in bodies]
     assert sum(n is not None for n in named) > 300  # the corpus is there and full of notices
     assert [bounce_format(b) for b in bodies] == named
