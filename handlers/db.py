@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import threading
@@ -157,7 +158,6 @@ class WriterTurn:
                 self._threads.release()
 
     def _take(self, deadline: float) -> int | None:
-        import fcntl
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:  # a read-only directory: SQLite's own waiting will do

@@ -128,7 +128,7 @@ def insert_many(conn: Any, messages: list[Incoming], at: dt.datetime) -> list[li
     if conn.dialect.name == "sqlite":
         new_rows = _insert_sqlite(conn, list(unique.values()))
     else:
-        new_rows = conn.execute(_insert_skipping_duplicates(conn.dialect.name), list(unique.values()))
+        new_rows = conn.execute(_insert_skipping_duplicates(), list(unique.values()))
     inserted = {(mid, dg, rc): i for mid, dg, rc, i in new_rows}
     missing = [r for k, r in unique.items() if k not in inserted]
     already = _existing(conn, missing) if missing else {}
@@ -136,13 +136,10 @@ def insert_many(conn: Any, messages: list[Incoming], at: dt.datetime) -> list[li
             for rows in per_message]
 
 
-@functools.lru_cache(maxsize=4)
-def _insert_skipping_duplicates(dialect: str) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING the keys, in the database's own dialect."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+@functools.lru_cache(maxsize=1)
+def _insert_skipping_duplicates() -> Any:
+    """PostgreSQL: INSERT ... ON CONFLICT DO NOTHING RETURNING the keys (SQLite: :func:`_insert_sqlite`)."""
+    from sqlalchemy.dialects.postgresql import insert
     t = InboundMail.__table__
     return insert(t).on_conflict_do_nothing(index_elements=["message_id", "digest", "recipient"]).returning(
         t.c.message_id, t.c.digest, t.c.recipient, t.c.id)
@@ -163,8 +160,9 @@ def _sqlite_binds(dialect: Any) -> tuple[Any, ...]:
 def _insert_sqlite(conn: Any, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     """The batch's rows as one multi-row INSERT on the driver's cursor, in ``conn``'s transaction.
 
-    The same statement SQLAlchemy would send, without building it anew through the compiler for
-    each batch: on the door's hot path that was a third of the writer's time per message.
+    The statement SQLAlchemy's own insert would send, without its compiler and per-row
+    machinery for each batch: on the door's hot path that was about a quarter of the writer's
+    time per message.
     """
     binds = _sqlite_binds(conn.dialect)
     driver = conn.connection.driver_connection
