@@ -249,3 +249,35 @@ def test_a_renewal_address_auto_reply_changes_nothing(services, acme):
     row = deliver(services, mail("dev@acme.test", "Out of office", "away", to=to,
                                  headers={"Auto-Submitted": "auto-replied"}), to=to)
     assert row.status == InboundStatus.done and "no decision" in row.reason and outbound(services) == []
+
+
+def test_a_message_failing_mid_batch_is_quarantined_and_its_neighbours_are_written_once(services, acme):
+    """A batch runs without savepoints; when one message fails after writing (its ticket made),
+    the batch is rolled back and run again message by message. The result is what savepoints
+    alone would give: the messages before and after it have one ticket and one acknowledgement
+    each, the failed one left nothing behind and is quarantined with the reason."""
+    import mail_ingest.process as process
+    from handlers.inbox import Incoming, store_many
+    real, calls = process.receive, []
+
+    def fails_after_writing(tx, row, facts, **kw):
+        outcome = real(tx, row, facts, **kw)
+        calls.append(facts.subject)
+        if facts.subject == "Second":
+            raise RuntimeError("a bug after the ticket was made")
+        return outcome
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(process, "receive", fails_after_writing)
+    try:
+        stored = services.run(store_many, [Incoming(mail("dev@acme.test", s, f"About {s}."), "smtp", "c@client.test",
+                                                    ("support@desk.example.test",)) for s in ("First", "Second", "Third")])
+        assert process.process_batch(services) == 3
+    finally:
+        monkey.undo()
+    assert calls.count("First") == 2      # the batch did run twice: the failure rolled back "First" too
+    with services.db.transaction(readonly=True) as s:
+        rows = [s.get(InboundMail, st[0].id) for st in stored]
+        assert [r.status for r in rows] == [InboundStatus.done, InboundStatus.quarantined, InboundStatus.done]
+        assert "processing failed: RuntimeError: a bug after the ticket was made" in rows[1].reason
+        assert sorted(s.scalars(select(Ticket.subject))) == ["First", "Third"]
+    assert sorted(parsed(a)["Subject"].split("] ")[1] for a in outbound(services, "ticket_ack")) == ["First", "Third"]
