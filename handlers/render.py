@@ -7,6 +7,7 @@ ours file by file.
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -62,21 +63,33 @@ def render_email(settings: Settings, intent: str, context: dict[str, Any]) -> Re
 
 
 def email_renderer(settings: Settings, intent: str) -> Callable[[dict[str, Any]], RenderedEmail]:
-    """:func:`render_email` for many mails of one intent: its three templates are looked up once.
-
-    (Each lookup asks the loader whether the file changed, a ``stat`` per part and mail.)
-    """
-    env = environment(settings.templates_dir)
+    """:func:`render_email` for many mails of one intent: its three templates are looked up once."""
     common = {"business_name": settings.business_name, "public_url": settings.public_url.rstrip("/"),
               "mail_domain": settings.mail_domain}
-    subject_t = env.get_template(f"email/{intent}.subject.j2")
-    text_t, html_t = env.get_template(f"email/{intent}.txt.j2"), env.get_template(f"email/{intent}.html.j2")
+    subject_t, text_t, html_t = _email_templates(environment(settings.templates_dir), intent)
 
     def render(context: dict[str, Any]) -> RenderedEmail:
         ctx = {**common, **context}
         # the subject on one line, whatever the template or its input did
         return RenderedEmail(" ".join(subject_t.render(ctx).split()), text_t.render(ctx), html_t.render(ctx))
     return render
+
+
+# A lookup asks the loader whether each file changed: a ``stat`` per part, three per mail, which
+# was a tenth of queuing an acknowledgement. Found templates are reused for a second, so an
+# operator's edited template is still picked up at once, as far as anyone can tell.
+LOOKUP_REUSE_SECONDS = 1.0
+_found: dict[tuple[jinja2.Environment, str], tuple[float, tuple[jinja2.Template, ...]]] = {}
+
+
+def _email_templates(env: jinja2.Environment, intent: str) -> tuple[jinja2.Template, ...]:
+    now, key = time.monotonic(), (env, intent)
+    hit = _found.get(key)
+    if hit is not None and now - hit[0] < LOOKUP_REUSE_SECONDS:
+        return hit[1]
+    templates = tuple(env.get_template(f"email/{intent}.{part}.j2") for part in ("subject", "txt", "html"))
+    _found[key] = (now, templates)
+    return templates
 
 
 def render_web(settings: Settings, name: str, context: dict[str, Any]) -> str:

@@ -102,7 +102,8 @@ class Settings:
         "RENEWDESK_IMAP_URL", None, "mailbox to poll: `imaps://user:pass@host/INBOX`, or `imap://` (STARTTLS "
         "when offered); `?cafile=PATH` for a private CA")
     templates_dir: str | None = _setting(
-        "RENEWDESK_TEMPLATES_DIR", None, "an operator's templates folder; its files override ours one by one")
+        "RENEWDESK_TEMPLATES_DIR", None, "an operator's templates folder; its files override ours one by one, "
+        "and an edited file is used within a second, without a restart")
     digest_hour: int = _setting("RENEWDESK_DIGEST_HOUR", 8, "hour (business timezone) of the daily sweeps and digest")
     outbox_poll_seconds: float = _setting(
         "RENEWDESK_OUTBOX_POLL_SECONDS", 5.0, "how often the delivery loop looks for due outgoing mail")

@@ -1,6 +1,7 @@
 """Queueing outgoing mail: same transaction as the cause, exactly-once keys, safe headers, templates."""
 import email
 import email.policy
+import os
 
 import jinja2
 import pytest
@@ -94,6 +95,28 @@ def test_operator_templates_override_ours_file_by_file(services, tmp_path):
         render.environment.cache_clear()
     assert msg["Subject"] == "[Custom] Your renewal"
     assert "Hello Ann" in msg.get_body(("plain",)).get_content()   # ours, not overridden
+
+
+def test_an_operators_edited_template_is_used_once_the_reuse_window_has_passed(services, tmp_path, monkeypatch):
+    """Template lookups are reused for LOOKUP_REUSE_SECONDS (each asks the disk whether the file
+    changed); an operator's edit is picked up after that, and not before."""
+    (tmp_path / "email").mkdir()
+    subject = tmp_path / "email" / "staff_message.subject.j2"
+    subject.write_text("[Old] {{ subject }}")
+    services.settings = services.settings.replace(templates_dir=str(tmp_path))
+    now = [1000.0]
+    monkeypatch.setattr(render.time, "monotonic", lambda: now[0])
+    try:
+        assert _parsed(services.run(_queue))["Subject"] == "[Old] Your renewal"
+        subject.write_text("[New] {{ subject }}")
+        later = subject.stat().st_mtime + 5  # a later mtime, whatever the file system's resolution
+        os.utime(subject, (later, later))
+        now[0] += render.LOOKUP_REUSE_SECONDS / 2
+        assert _parsed(services.run(_queue))["Subject"] == "[Old] Your renewal"
+        now[0] += render.LOOKUP_REUSE_SECONDS
+        assert _parsed(services.run(_queue))["Subject"] == "[New] Your renewal"
+    finally:
+        render.environment.cache_clear()
 
 
 def test_non_ascii_names_subjects_and_bodies_read_back_exactly(services):
