@@ -142,10 +142,14 @@ class Deliverer:
     def _recover(self, report: DeliveryReport) -> None:
         """Rows a dead worker left in ``sending``: back to the queue, or ``uncertain`` if handed over."""
         cutoff = self.now() - dt.timedelta(seconds=self.settings.outbox_lease_seconds)
+        stale_q = select(OutboundMail).where(OutboundMail.status == OutboxStatus.sending,
+                                             OutboundMail.claimed_at <= cutoff)
+        # nearly always there is nothing to recover: a read says so without taking SQLite's write lock
+        with self.services.db.transaction(readonly=True) as s:
+            if s.scalar(stale_q.with_only_columns(OutboundMail.id).limit(1)) is None:
+                return
         with self.services.db.transaction() as s:
-            stale = list(s.scalars(select(OutboundMail).where(
-                OutboundMail.status == OutboxStatus.sending, OutboundMail.claimed_at <= cutoff)
-                .with_for_update(skip_locked=True)))
+            stale = list(s.scalars(stale_q.with_for_update(skip_locked=True)))
             for row in stale:
                 if row.handed_over_at is None:
                     row.status, row.next_attempt_at = OutboxStatus.queued, self.now()
