@@ -19,7 +19,10 @@ seeded tickets. What one run does:
    tag instead); nothing else in the mail changes;
 5. timed: --senders threads, one SMTP connection each, send all N; the clock stops when every
    stored row has left status `new` (--until processed) and, with --until tickets (default),
-   when the tickets and `ticket_ack` outbox rows expected from the new-ticket mails exist.
+   when the tickets and `ticket_ack` outbox rows expected from the new-ticket mails exist;
+6. not timed: the script waits until every acknowledgement has reached the sink and prints
+   when that was (acks_delivered_s, from the first mail sent): the delivery loop holds due
+   mail back while the inbox has a backlog (RENEWDESK_OUTBOX_BURST_HOLD_SECONDS).
 
 Prints JSON lines: the seed, the measured run (msgs/s, wall, accept-only rate, peak RSS as
 VmHWM and CPU milliseconds per message of each renewdesk process, and of this script itself as
@@ -174,6 +177,18 @@ def send_all(port: int, msgs: list[tuple[str, bytes]], senders: int) -> tuple[fl
     return time.perf_counter() - t0, refused[0]
 
 
+def acks_delivered(engine, acks: int, t0: float, timeout: float) -> float | None:  # noqa: ANN001
+    """Seconds from the first mail sent until all ``acks`` acknowledgements had reached the sink
+    (after the clock stopped; the delivery loop holds back during a burst). None: not in ``timeout``."""
+    q = text("SELECT count(*) FROM outbound_mail WHERE intent = 'ticket_ack' AND status = 'sent'")
+    while time.perf_counter() - t0 < timeout:
+        with engine.connect() as c:
+            if c.execute(q).scalar_one() >= acks:
+                return round(time.perf_counter() - t0, 3)
+        time.sleep(0.05)
+    return None
+
+
 def wait_until(engine, done, timeout: float, settle: float) -> tuple[bool, dict, float]:  # noqa: ANN001
     """Poll the counts until ``done(counts)``; give up after ``timeout``, or ``settle`` seconds after
     everything is processed with no count moving (the expected rows are then never coming)."""
@@ -293,6 +308,7 @@ def run_ours(args: argparse.Namespace, peer: Path, tmp: Path) -> tuple[bool, dic
             cpu = {k: round(1000 * (v - cpu0[k]) / len(msgs), 3) for k, v in servers.cpu_seconds().items()}
             cpu["bench"] = round(1000 * (_own_cpu() - own0) / len(msgs), 3)
             rss = servers.peak_rss_mb()
+            delivered_s = acks_delivered(engine, after["acks"], t0, args.timeout) if finished else None
             servers.stop()
         finally:
             servers.stop()
@@ -304,6 +320,7 @@ def run_ours(args: argparse.Namespace, peer: Path, tmp: Path) -> tuple[bool, dic
         "bench": "ingest", "phase": "measured", "ok": ok, "until": args.until, "n": len(msgs),
         "senders": args.senders, "wall_s": round(wall, 3), "msgs_per_s": round(len(msgs) / wall, 1),
         "accept_s": round(accept_s, 3), "accept_msgs_per_s": round(len(msgs) / accept_s, 1), "refused": refused,
+        "acks_delivered_s": delivered_s,
         "peak_rss_mb": rss, "peak_rss_mb_total": round(sum(rss.values()), 1), "cpu_ms_per_msg": cpu,
         "generated": gen["kinds"], "replies": replies, "replies_rethreaded": rethreaded,
         "expected": {"rows": expect_rows, "new_tickets": new, "tickets": expect_tickets, "acks": expect_acks},

@@ -21,9 +21,9 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
-from handlers.models import OutboundMail, OutboxStatus
+from handlers.models import InboundMail, InboundStatus, OutboundMail, OutboxStatus
 from handlers.relay import Ambiguous, Lost, Permanent, Relay, RelayConfig, Temporary, classify, dot_stuffed
 from handlers.settings import Settings
 
@@ -110,6 +110,31 @@ class Deliverer:
 
     def now(self) -> dt.datetime:
         return self.services.clock.now()
+
+    def hold(self) -> float:
+        """Seconds the background loop should wait before its next pass; 0: go now.
+
+        While the inbox has mail not yet processed (a burst through the doors), this process's
+        processor and the doors need the CPU and SQLite's write lock more than the relay needs
+        our mail: due mail waits until the inbox is drained, but none waits longer than
+        ``outbox_burst_hold_seconds`` past its due time. Under a flood that lasts, delivery so
+        runs that far behind and keeps pace. Two reads, no write lock. Only the background loop
+        asks; ``renewdesk outbox flush`` goes at once.
+        """
+        limit = self.settings.outbox_burst_hold_seconds
+        if limit <= 0:
+            return 0.0
+        now = self.now()
+        with self.services.db.transaction(readonly=True) as s:
+            oldest = s.scalar(select(func.min(OutboundMail.next_attempt_at))
+                              .where(OutboundMail.status == OutboxStatus.queued, OutboundMail.next_attempt_at <= now))
+            if oldest is None:
+                return 0.0  # nothing due: the pass finds nothing, at once
+            left = limit - (now - oldest).total_seconds()
+            if left <= 0:
+                return 0.0
+            busy = s.scalar(select(InboundMail.id).where(InboundMail.status == InboundStatus.new).limit(1))
+        return left if busy is not None else 0.0
 
     def deliver_due(self, limit: int = 100) -> DeliveryReport:
         """Recover stale claims, then send every due row (at most ``limit``) over reused connections."""

@@ -107,6 +107,10 @@ class Settings:
     digest_hour: int = _setting("RENEWDESK_DIGEST_HOUR", 8, "hour (business timezone) of the daily sweeps and digest")
     outbox_poll_seconds: float = _setting(
         "RENEWDESK_OUTBOX_POLL_SECONDS", 5.0, "how often the delivery loop looks for due outgoing mail")
+    outbox_burst_hold_seconds: float = _setting(
+        "RENEWDESK_OUTBOX_BURST_HOLD_SECONDS", 5.0,
+        "while the inbox has mail not yet processed, the delivery loop waits for it, but lets no due mail "
+        "wait longer than this; 0: deliver at once")
     outbox_max_attempts: int = _setting(
         "RENEWDESK_OUTBOX_MAX_ATTEMPTS", 8, "delivery attempts before an outgoing mail is marked failed")
     outbox_backoff_seconds: int = _setting(

@@ -81,13 +81,24 @@ class Loop:
         self.thread.join(timeout=30)
 
 
+HOLD_RECHECK_SECONDS = 0.2  # while delivery holds for a burst, how often it looks whether the burst is over
+
+
 def delivery_loop(services: Any) -> Loop:
-    """Sends due outbox rows; wakes at once when an operation queues mail."""
+    """Sends due outbox rows; wakes at once when an operation queues mail, and holds back while
+    the inbox has a backlog (at most RENEWDESK_OUTBOX_BURST_HOLD_SECONDS)."""
     log.info("outbox delivery to %s", _redact(services.settings.outbound_smtp_url))
     stopping = threading.Event()  # shared: the deliverer stops between rows when the loop stops
     deliverer = Deliverer(services, stopping=stopping)
-    return Loop("outbox", lambda: deliverer.deliver_due().sent, services.outbox_wakeup,
-                services.settings.outbox_poll_seconds, stopping)
+
+    def step() -> int | bool:
+        wait = deliverer.hold()  # a burst in the inbox: mail waits, boundedly (see Deliverer.hold)
+        if wait > 0:
+            stopping.wait(min(wait, HOLD_RECHECK_SECONDS))
+            return True  # look again at once
+        return deliverer.deliver_due().sent
+
+    return Loop("outbox", step, services.outbox_wakeup, services.settings.outbox_poll_seconds, stopping)
 
 
 def slack_loop(services: Any) -> Loop | None:
