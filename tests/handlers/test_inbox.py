@@ -79,6 +79,24 @@ def test_flood_judgement_does_not_depend_on_processing_order(services):
     assert _throttled(services) == [False, True, True]
 
 
+def test_flood_statement_is_padded_to_few_shapes_and_its_padding_counts_nothing(services, monkeypatch):
+    """A batch of 13 is judged with the 16-row statement (so SQLAlchemy compiles one per
+    FLOOD_ROWS_STEP sizes, not one per batch size), and the 3 padding rows change no verdict."""
+    from mail_ingest import process
+    sizes = []
+    built = process._flood_statement
+    monkeypatch.setattr(process, "_flood_statement", lambda size: sizes.append(size) or built(size))
+    services.settings = services.settings.replace(sender_hourly_cap=5)
+    for n in range(11):
+        store(services, raw=RAW.replace(b"<one@", f"<{n}@".encode()))
+    for n in range(2):
+        store(services, raw=RAW.replace(b"<one@", f"<b{n}@".encode()).replace(b"a@x.test", b"b@x.test"),
+              sender="b@x.test")
+    assert process_batch(services) == 13
+    assert sizes == [16] and process.FLOOD_ROWS_STEP == 8
+    assert _throttled(services) == [False] * 5 + [True] * 6 + [False, False]
+
+
 def test_recipient_check(settings):
     s = settings.replace(mail_aliases="help.test")
     assert inbox.is_ours(s, "Support@Desk.Example.Test") and inbox.is_ours(s, "<renew+tok@desk.example.test>")

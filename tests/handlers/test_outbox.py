@@ -186,3 +186,14 @@ def test_queue_many_writes_what_queue_email_writes_and_keeps_keys_exactly_once(s
         (r.id, r.recipients) for r in rows.values())
     with pytest.raises(InvalidInput):
         services.run(lambda tx: queue_many(tx, "staff_message", [Mail(dict(CTX), [])]))
+
+
+def test_nl2br_escapes_the_text_and_keeps_each_line_break_as_br():
+    """The HTML parts show a client's text as written: markup in it is escaped, and every
+    newline becomes <br> plus the newline; the result is marked safe for the template."""
+    from markupsafe import Markup
+
+    from handlers.render import _nl2br
+    assert _nl2br('<b>hi</b> & "you"\n\nbye\n') == ('&lt;b&gt;hi&lt;/b&gt; &amp; &#34;you&#34;<br>\n<br>\n'
+                                                   'bye<br>\n')
+    assert _nl2br("") == "" and isinstance(_nl2br("a"), Markup)
