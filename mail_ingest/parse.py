@@ -4,8 +4,9 @@
 only an input with nothing in it to read (no header field and no body) gets an
 ``unreadable_reason``, so the processor can quarantine it with that reason.
 
-The stdlib parser runs once with the compat32 policy (the most forgiving one, and the fastest);
-charsets, transfer encodings and RFC 2047/2231 are decoded here (parse_charset, parse_cte,
+The stdlib parser runs once with the compat32 policy (the most forgiving one, and the fastest),
+with multipart boundaries matched by :mod:`mail_ingest.boundary` rather than a regex compiled per
+message; charsets, transfer encodings and RFC 2047/2231 are decoded here (parse_charset, parse_cte,
 parse_parts), so that mislabelled and malformed mail still reads as text rather than mojibake.
 """
 from __future__ import annotations
@@ -20,11 +21,14 @@ from email.policy import compat32
 from email.utils import getaddresses, parsedate_tz
 from typing import Iterator
 
+from mail_ingest import boundary
 from mail_ingest.parse_charset import decode_words, header_str
 from mail_ingest.parse_cte import clean_text, stored_payload
 from mail_ingest.parse_parts import Attachment, Budget, Walker, charset_of
 
 __all__ = ["Attachment", "Headers", "ParsedMail", "parse"]
+
+boundary.install()
 
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 MAX_TOTAL_ATTACHMENTS = 25 * 1024 * 1024
