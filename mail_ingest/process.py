@@ -103,9 +103,9 @@ _NEW = select(*(_IN.c[name] for name in _READ)).where(_IN.c.status == InboundSta
 _RAW = select(_IN.c.id, _IN.c.raw).where(_IN.c.id.in_(bindparam("ids", expanding=True)))
 
 
-def _peek(tx: Any, limit: int) -> list[Claimed]:
-    """The next new rows, read without claiming them (a read-only transaction)."""
-    return [Claimed(*r) for r in tx.session.connection().execute(_NEW.limit(limit))]
+def _peek(tx: Any, limit: int, after: int = 0) -> list[Claimed]:
+    """The next new rows (with an id above ``after``), read without claiming them (a read-only transaction)."""
+    return [Claimed(*r) for r in tx.session.connection().execute(_NEW.where(_IN.c.id > after).limit(limit))]
 
 
 def _claim(tx: Any, limit: int, known: dict[int, Read]) -> list[Claimed]:
@@ -292,23 +292,34 @@ def facts_of(row: Any, parsed: ParsedMail, *, automatic: bool, auth: dict[str, s
                                          a.dropped_reason) for a in parsed.attachments))
 
 
+PEEK_ROUNDS = 3  # reads of new rows before a batch's write transaction, each for what arrived meanwhile
+
+
 def process_batch(services: Any, limit: int = 50) -> int:
     """Take up to ``limit`` new messages and move each on; returns how many were taken.
 
     The messages are read and parsed before the write transaction begins: on SQLite that
-    transaction holds the database's one write lock, which the doors need to store mail. A
-    message another processor claims in between was parsed for nothing, never acted on twice.
+    transaction holds the database's one write lock, which the doors need to store mail. What
+    the doors store meanwhile is read and parsed too (up to PEEK_ROUNDS reads, up to ``limit``).
+    A message another processor claims in between was parsed for nothing, never acted on twice.
     """
     peeked = services.run(_peek, limit, readonly=True)
     if not peeked:
         return 0
     known = {row.id: _read(services.settings, row) for row in peeked}
+    for _ in range(PEEK_ROUNDS - 1):
+        # mail stored while this batch was parsed is parsed now too, still outside the write lock
+        # (a row claimed unread is parsed inside it), and the batch fills up
+        more = services.run(_peek, limit - len(known), max(known), readonly=True) if len(known) < limit else []
+        if not more:
+            break
+        known.update((row.id, _read(services.settings, row)) for row in more)
     try:
         taken = services.run(_take, limit, known, actor="system:inbox")
     except _Careful as failed:
         log.info("inbox: message %s failed in its batch: running the batch again, message by message", failed)
         taken = services.run(_take, limit, known, careful=True, actor="system:inbox")
     if taken:
-        log.info("inbox: %d message(s) processed", taken)
+        log.info("inbox: %d message(s) processed (%d read before the write transaction)", taken, len(known))
     return taken
 

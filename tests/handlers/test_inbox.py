@@ -97,6 +97,31 @@ def test_flood_statement_is_padded_to_few_shapes_and_its_padding_counts_nothing(
     assert _throttled(services) == [False] * 5 + [True] * 6 + [False, False]
 
 
+def test_mail_stored_while_a_batch_is_parsed_is_parsed_before_the_write_transaction(services, monkeypatch):
+    """A door stores a message while the processor parses its batch: the processor reads the new
+    row too before it opens the batch's write transaction (where the doors would wait on it),
+    and the batch takes both."""
+    from mail_ingest import process
+    events = []
+    read, take = process._read, process._take
+
+    def reading(settings, row):
+        events.append(("read", row.id))
+        if len(events) == 1:
+            events.append(("stored", store(services, raw=RAW.replace(b"<one@", b"<later@"))[0].id))
+        return read(settings, row)
+
+    def taking(tx, *args, **kwargs):
+        events.append(("write transaction", None))
+        return take(tx, *args, **kwargs)
+    monkeypatch.setattr(process, "_read", reading)
+    monkeypatch.setattr(process, "_take", taking)
+    [first] = store(services)
+    assert process_batch(services) == 2
+    later = events[1][1]
+    assert events == [("read", first.id), ("stored", later), ("read", later), ("write transaction", None)]
+
+
 def test_recipient_check(settings):
     s = settings.replace(mail_aliases="help.test")
     assert inbox.is_ours(s, "Support@Desk.Example.Test") and inbox.is_ours(s, "<renew+tok@desk.example.test>")
