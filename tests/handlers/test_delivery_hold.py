@@ -1,4 +1,5 @@
 """The delivery loop holds back while the inbox has a backlog, but no due mail waits longer than the setting."""
+import datetime as dt
 import time
 
 from handlers.delivery import Deliverer
@@ -42,7 +43,6 @@ def test_due_mail_is_held_while_the_inbox_has_a_backlog_and_for_no_longer_than_t
 def test_only_due_mail_counts_and_the_hold_is_off_at_zero_or_once_the_inbox_is_drained(services, clock):
     """Mail due later does not start a hold; the setting 0 turns the hold off; processing the
     inbox ends it."""
-    import datetime as dt
     _arrive(services)
     _queue(services, not_before=clock.now() + dt.timedelta(minutes=5))
     assert Deliverer(services).hold() == 0
