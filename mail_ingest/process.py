@@ -17,8 +17,9 @@ processes on PostgreSQL) never take the same message.
 
 A batch costs few statements: one claims the rows, one judges flood control for all of them,
 the messages are parsed once each, :class:`handlers.tickets.batch.Batch` looks up contacts,
-threads and answer counts for all of them at once, and one executemany records every row's
-outcome at the end (a row's outcome is plain data until then, so a message whose savepoint
+threads and answer counts for all of them at once, and at the end one executemany per table
+writes the rows the messages added (watchers, automatic answers, audit events) and one records
+every row's outcome (a row's outcome is plain data until then, so a message whose savepoint
 is rolled back keeps the outcome that says why).
 """
 from __future__ import annotations
@@ -205,8 +206,7 @@ def _take(tx: Any, limit: int, known: dict[int, Read], careful: bool = False) ->
             _failed(row, read.error)
         elif not careful:
             try:
-                _understand(tx, row, read, batch)
-                batch.write_pending()
+                _understand(tx, row, read, batch)  # its waiting rows go out with the batch's, below
             except Exception as exc:
                 if is_transient(exc):
                     raise
@@ -232,6 +232,7 @@ def _take(tx: Any, limit: int, known: dict[int, Read], careful: bool = False) ->
                 _failed(row, exc)
         if row.status == InboundStatus.quarantined:
             queue_quarantine_card(tx, row)  # shown to staff at once (Promise 2)
+    batch.write_pending()
     tx.session.connection().execute(_WRITE, [{"row_id": r.id, **{k: getattr(r, k) for k in OUTCOME}} for r in rows])
     return len(rows)
 
@@ -254,11 +255,13 @@ def _understand(tx: Any, row: Claimed, read: Read, batch: Batch) -> None:
         row.status, row.reason = InboundStatus.done, "our own mail came back: stored, no action"
         return
     if verdict.kind == "bounce":
+        batch.write_pending()  # the operations below read and write without the batch
         row.status, row.reason = InboundStatus.done, record_bounce(tx, row, verdict.detail)
         batch.forget()  # contacts and notes changed underneath the batch's answers
         return
     row.auth_results = read.auth or None
     if _to_renewals(read.facts):
+        batch.write_pending()
         _renewal(tx, row, read.facts)
         batch.forget()
         return

@@ -17,8 +17,13 @@ these answers as it is written, so the tenth message sees what the third did, ex
 had asked the database. When a message fails, its savepoint is rolled back and
 :meth:`Batch.forget` drops every answer: the next message asks the database again.
 
-Rows a message adds (watchers, automatic answers, audit events) wait in :attr:`pending` and go
-out as one executemany per table when the message ends, inside its savepoint.
+Rows a message adds (watchers, automatic answers, audit events) wait in :attr:`pending`. The
+processor's first run of a batch has no savepoints, so they go out once for the whole batch, one
+executemany per table at its end; the careful run (a message failed: each one in its own
+savepoint) writes them when each message ends, inside its savepoint. Either way they are written
+before any operation that reads or writes without the batch (bounces, renewal replies, the
+answers to unknown senders and to contacts without permission, Slack cards): those ask the
+database, and must find what the batch's earlier messages did.
 """
 from __future__ import annotations
 
@@ -223,7 +228,7 @@ class Batch:
         return not over
 
     def write_pending(self) -> None:
-        """The message's waiting rows, one executemany per table (call inside its savepoint)."""
+        """The waiting rows, one executemany per table (in the careful run, inside the message's savepoint)."""
         for name, rows in self.pending.items():
             if rows:
                 self.conn.execute(_INSERTS[name], rows)

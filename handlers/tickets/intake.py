@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from sqlalchemy import bindparam, insert, update
 
@@ -197,7 +197,7 @@ def _rules(tx: Any, row: Any, facts: MailFacts, quiet: bool, batch: Batch) -> Ou
         return Outcome("done", "auto_reply", f"automatic mail stored on T-{ticket.id}; not answered",
                        ticket.id)
     if not contacts:
-        return _answered(batch, answer_unknown_sender(tx, facts, quiet=quiet))
+        return _answered(batch, answer_unknown_sender, tx, facts, quiet=quiet)
     if ticket is not None:
         contact = next(c for c in contacts if c.account_id == ticket.account_id)
         account = batch.account(ticket.account_id)
@@ -214,7 +214,7 @@ def _rules(tx: Any, row: Any, facts: MailFacts, quiet: bool, batch: Batch) -> Ou
     if refusal:
         return Outcome("waiting", "dmarc", refusal)
     if not contact.may("tickets"):
-        return _answered(batch, answer_without_permission(tx, contact, account, facts, quiet=quiet))
+        return _answered(batch, answer_without_permission, tx, contact, account, facts, quiet=quiet)
     if ticket is not None and not _too_old(tx, ticket):
         return _reply(tx, batch, ticket, facts, layer)
     new = open_ticket(tx, batch, account, contact, facts, quiet=quiet, previous=ticket)
@@ -225,8 +225,11 @@ def _rules(tx: Any, row: Any, facts: MailFacts, quiet: bool, batch: Batch) -> Ou
     return Outcome("done", "new_ticket", f"new ticket T-{new} on {account.ref}{acked}", new)
 
 
-def _answered(batch: Batch, outcome: Outcome) -> Outcome:
-    """The answers count their automatic answers in the database themselves: the batch asks again."""
+def _answered(batch: Batch, answer: Callable[..., Outcome], *args: Any, quiet: bool) -> Outcome:
+    """An answer that counts its automatic answers in the database itself: the batch's waiting
+    rows are written first (their counts included), and the batch asks again afterwards."""
+    batch.write_pending()
+    outcome = answer(*args, quiet=quiet)
     batch.auto_recipient.clear()
     batch.auto_ticket.clear()
     return outcome

@@ -281,3 +281,52 @@ def test_a_message_failing_mid_batch_is_quarantined_and_its_neighbours_are_writt
         assert "processing failed: RuntimeError: a bug after the ticket was made" in rows[1].reason
         assert sorted(s.scalars(select(Ticket.subject))) == ["First", "Third"]
     assert sorted(parsed(a)["Subject"].split("] ")[1] for a in outbound(services, "ticket_ack")) == ["First", "Third"]
+
+
+def _one_batch(services, *raws):
+    """Store ``raws`` together and process them as one batch; the rows afterwards, in order."""
+    from handlers.inbox import Incoming, store_many
+    from mail_ingest.process import process_batch
+    stored = services.run(store_many, [Incoming(raw, "smtp", "c@client.test", ("support@desk.example.test",))
+                                       for raw in raws])
+    assert process_batch(services) == len(raws)
+    with services.db.transaction(readonly=True) as s:
+        rows = [s.get(InboundMail, st[0].id) for st in stored]
+        s.expunge_all()
+        return rows
+
+
+def test_a_batch_writes_every_tickets_watchers_answers_and_audit_once_at_its_end(services, acme):
+    """The rows a batch's messages add wait and go out together when the batch ends: every ticket
+    of the batch has its two watchers, its two counted automatic answers and its audit events."""
+    from handlers.models import AutoAnswer, TicketWatcher
+    rows = _one_batch(services, *(mail("dev@acme.test", f"Batch {n}", "hello") for n in range(3)))
+    ids = [r.ticket_id for r in rows]
+    assert all(ids) and len(set(ids)) == 3
+    with services.db.transaction(readonly=True) as s:
+        for tid in ids:
+            assert sorted(s.scalars(select(Contact.email).join(TicketWatcher, TicketWatcher.contact_id == Contact.id)
+                                    .where(TicketWatcher.ticket_id == tid))) == ["boss@acme.test", "dev@acme.test"]
+            assert sorted(s.scalars(select(AutoAnswer.recipient).where(AutoAnswer.ticket_id == tid))) == [
+                "boss@acme.test", "dev@acme.test"]
+            assert s.scalar(select(AuditEvent.id).where(AuditEvent.action == "ticket.open",
+                                                        AuditEvent.subject_id == str(tid))) is not None
+        assert len(s.scalars(select(AuditEvent.id).where(AuditEvent.action == "email.queue")).all()) == 3
+
+
+def test_an_answer_outside_the_batch_counts_what_earlier_messages_of_the_batch_sent(services):
+    """The permission answer counts automatic answers in the database itself. In one batch, the
+    acknowledgement sent to an address by an earlier message must be counted there: with a cap of
+    one, the later answer to the same address is held back, not sent as a second one."""
+    services.settings = services.settings.replace(auto_answer_cap=1)
+    make_account(services, "ex", "o@ex.test", ("shared@dev.test", ["tickets"]))
+    make_account(services, "why", "o@why.test", ("shared@dev.test", ["billing"]))
+    theirs = open_ticket(services, sender="o@why.test", subject="Invoice layout")
+    new, reply = _one_batch(services, mail("shared@dev.test", "Site down", "It is down."),
+                            mail("shared@dev.test", f"Re: {refs.subject_tag(theirs.ticket_id)} Invoice layout",
+                                 "Can I see this one?"))
+    assert new.rule == "new_ticket" and new.ticket_id
+    assert reply.rule == "no_permission" and reply.ticket_id is None
+    acks = [a for a in outbound(services, "ticket_ack") if "shared@dev.test" in a.recipients]
+    assert len(acks) == 1
+    assert outbound(services, "ticket_permission") == []       # the cap of one was reached by the ack
