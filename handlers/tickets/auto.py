@@ -48,9 +48,11 @@ def allow(tx: Any, recipient: str, intent: str, ticket_id: int | None = None) ->
 
 def tell_staff(tx: Any, recipient: str, intent: str, ticket_id: int | None, held_before: int, *,
                audit: Any = None) -> None:
-    """Log and audit a held answer; on the first hold in the window, a note on the ticket."""
-    log.warning("automatic answer %s to %s held back: more than %d in %d minutes (ticket %s)", intent,
-                recipient, tx.settings.auto_answer_cap, tx.settings.auto_answer_window_minutes, ticket_id)
+    """Audit a held answer; the first hold in the window is also logged as a warning and noted on
+    the ticket (a loop holds back an answer per message: the later ones are logged at debug level)."""
+    log.log(logging.WARNING if held_before == 0 else logging.DEBUG,
+            "automatic answer %s to %s held back: more than %d in %d minutes (ticket %s)", intent,
+            recipient, tx.settings.auto_answer_cap, tx.settings.auto_answer_window_minutes, ticket_id)
     (audit or tx.audit)("auto_answer.capped", subject=("ticket", ticket_id) if ticket_id else None,
              recipient=recipient, intent=intent)
     # tell staff on the first hold in the window only

@@ -156,6 +156,20 @@ def test_automatic_answers_stop_at_the_cap_and_staff_are_told(services, acme):
         assert s.scalar(select(AuditEvent).where(AuditEvent.action == "auto_answer.capped")) is not None
 
 
+def test_a_loop_past_the_cap_logs_one_warning_not_one_per_held_answer(services, acme, caplog):
+    """Every held answer is audited, but the log says it once per window: a loop would otherwise
+    write a warning for each of its messages."""
+    services.settings = services.settings.replace(auto_answer_cap=2)
+    with caplog.at_level("DEBUG", logger="renewdesk.tickets"):
+        for n in range(6):
+            open_ticket(services, subject=f"Loop {n}")
+    held = [r for r in caplog.records if "held back" in r.getMessage()]
+    assert len(held) == 8                                   # 4 tickets past the cap, each to dev@ and boss@
+    assert [r.levelname for r in held].count("WARNING") == 1
+    with services.db.transaction(readonly=True) as s:
+        assert len(s.scalars(select(AuditEvent.id).where(AuditEvent.action == "auto_answer.capped")).all()) == 8
+
+
 def test_a_contact_without_the_tickets_permission_is_told_what_they_may_do_and_whom_to_ask(services, acme):
     row = deliver(services, mail("books@acme.test", "Please fix DNS", "Can you change the MX?"))
     assert (row.status, row.rule, row.ticket_id) == (InboundStatus.done, "no_permission", None)
