@@ -11,8 +11,11 @@ seeded tickets. What one run does:
 1. a fresh SQLite database (`renewdesk db upgrade`), one master account (`renewdesk import`)
    whose contacts are the generator's two client pools, so every mail is from a known contact;
 2. `renewdesk smtp` and `renewdesk worker` as subprocesses (outgoing mail to a local sink);
-3. not timed: the seed's new-ticket mails through the door until processed; then both
-   processes are restarted, so their peak RSS is the measured batch's;
+3. not timed: the seed's new-ticket mails through the door until processed and their
+   acknowledgements delivered, so the measured run starts with nothing queued (otherwise the
+   seed's acknowledgements, long overdue, would be delivered during the measured burst: the
+   delivery loop's hold lets mail wait only so long); then both processes are restarted, so
+   their peak RSS is the measured batch's;
 4. the N mails are generated with --reply-ids listing our tickets and their openers; a reply
    cites the ticket's acknowledgement in In-Reply-To/References, as a client's mailer does
    (the generator cites a Message-ID only the peer world has; the peer threads by its subject
@@ -272,13 +275,14 @@ def run_ours(args: argparse.Namespace, peer: Path, tmp: Path) -> tuple[bool, dic
             send_all(port, seed_msgs, 1)  # one sender: tickets numbered in the seed's order, like the peer's
             seeded, seed_counts, _ = wait_until(
                 engine, lambda c: c["rows"] == len(seed_msgs) and c["unprocessed"] == 0, args.timeout, args.settle)
+            seed_delivered = acks_delivered(engine, seed_counts["acks"], time.perf_counter(), args.timeout)
             servers.stop()
             tickets, refs = our_tickets(engine)
             ids_source = C.ids_file(tmp / "ticket-ids.txt", tickets, seed_msgs)
             print(json.dumps({"bench": "ingest", "phase": "seed", "mails": len(seed_msgs), **seed_counts,
-                              "reply_ids_from": ids_source}), flush=True)
-            if not seeded:
-                sys.exit("bench.ingest: the seed mails were not all processed; see the logs with --keep")
+                              "acks_delivered_s": seed_delivered, "reply_ids_from": ids_source}), flush=True)
+            if not seeded or seed_delivered is None:
+                sys.exit("bench.ingest: the seed mails were not all processed and acknowledged; see --keep's logs")
             if args.until == "tickets" and seed_counts["tickets"] != args.seed_tickets:
                 print(json.dumps({"bench": "ingest", "ok": False, "error": (
                     f"the seed's {args.seed_tickets} new-ticket mails made {seed_counts['tickets']} tickets: "
