@@ -1,6 +1,6 @@
 """Mail in to tickets out: the peer's generated corpus through our SMTP door until it is all committed.
 
-    python -m bench.ingest [--n 2000] [--senders 4] [--until tickets|processed]
+    python -m bench.ingest [--n 2000] [--senders 8] [--until tickets|processed]
                            [--peer-dir DIR] [--peer-venv VENV] [--no-peer] [--keep]
 
 The corpus is django-helpdesk's benchmark generator (gen_emails.py in --peer-dir, else
@@ -20,7 +20,8 @@ seeded tickets. What one run does:
    cites the ticket's acknowledgement in In-Reply-To/References, as a client's mailer does
    (the generator cites a Message-ID only the peer world has; the peer threads by its subject
    tag instead); nothing else in the mail changes;
-5. timed: --senders threads, one SMTP connection each, send all N; the clock stops when every
+5. timed: --senders threads (8: a sending MTA opens several connections to one destination,
+   Postfix up to 20), one SMTP connection each, send all N; the clock stops when every
    stored row has left status `new` (--until processed) and, with --until tickets (default),
    when the tickets and `ticket_ack` outbox rows expected from the new-ticket mails exist;
 6. not timed: the script waits until every acknowledgement has reached the sink and prints
@@ -215,7 +216,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=2000, help="measured messages (the peer's sizes: 200, 2000)")
     ap.add_argument("--seed", type=int, default=1, help="the measured corpus's seed; the seed mails use 10000+SEED")
     ap.add_argument("--seed-tickets", type=int, default=200)
-    ap.add_argument("--senders", type=int, default=4, help="concurrent SMTP connections")
+    ap.add_argument("--senders", type=int, default=8, help="concurrent SMTP connections")
     ap.add_argument("--until", choices=("tickets", "processed"), default="tickets",
                     help="tickets: every expected ticket and acknowledgement committed (default); "
                          "processed: every stored message out of status new")
