@@ -18,7 +18,8 @@ processes on PostgreSQL) never take the same message.
 A batch costs few statements: one claims the rows, one judges flood control for all of them,
 the messages are parsed once each, :class:`handlers.tickets.batch.Batch` looks up contacts,
 threads and answer counts for all of them at once, and at the end one executemany per table
-writes the rows the messages added (watchers, automatic answers, audit events) and one records
+writes the rows the messages added and changed (ticket messages, watchers, automatic answers,
+audit events, tickets' status) and one records
 every row's outcome (a row's outcome is plain data until then, so a message whose savepoint
 is rolled back keeps the outcome that says why).
 """

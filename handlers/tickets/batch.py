@@ -17,7 +17,8 @@ these answers as it is written, so the tenth message sees what the third did, ex
 had asked the database. When a message fails, its savepoint is rolled back and
 :meth:`Batch.forget` drops every answer: the next message asks the database again.
 
-Rows a message adds (watchers, automatic answers, audit events) wait in :attr:`pending`. The
+Rows a message adds and changes (its ticket message when nothing needs its id, watchers, automatic
+answers, audit events, the ticket's new status and times) wait in :attr:`pending`. The
 processor's first run of a batch has no savepoints, so they go out once for the whole batch, one
 executemany per table at its end; the careful run (a message failed: each one in its own
 savepoint) writes them when each message ends, inside its savepoint. Either way they are written
@@ -31,7 +32,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from sqlalchemy import bindparam, case, func, insert, select
+from sqlalchemy import bindparam, case, func, insert, select, update
 
 from handlers.audit import _jsonable
 from handlers.mail_facts import MailFacts
@@ -51,8 +52,14 @@ _AUTO_BY_RECIPIENT = select(_A.c.recipient, func.count(), _SENT).where(
     _A.c.at > bindparam("since"), _A.c.recipient.in_(bindparam("keys", expanding=True))).group_by(_A.c.recipient)
 _AUTO_BY_TICKET = select(_A.c.ticket_id, func.count(), _SENT).where(
     _A.c.at > bindparam("since"), _A.c.ticket_id.in_(bindparam("keys", expanding=True))).group_by(_A.c.ticket_id)
-_INSERTS = {name: insert(table) for name, table in (
-    ("ticket_watcher", TicketWatcher.__table__), ("auto_answer", _A), ("audit_event", AuditEvent.__table__))}
+# what a batch's messages add and change, written in this order (a message before nothing that needs it)
+_WRITES = {
+    "ticket_message": insert(_M), "ticket_watcher": insert(TicketWatcher.__table__), "auto_answer": insert(_A),
+    "audit_event": insert(AuditEvent.__table__),
+    "ticket": update(_T).where(_T.c.id == bindparam("ticket_id")).values(
+        status=bindparam("status"), archived=bindparam("archived"), closed_at=bindparam("closed_at"),
+        updated_at=bindparam("updated_at")),
+}
 
 
 @dataclass
@@ -75,7 +82,7 @@ class Batch:
         self.tx, self.conn = tx, tx.session.connection()
         self.facts = [f for f in facts if f is not None]
         self.since = tx.now - dt.timedelta(minutes=tx.settings.auto_answer_window_minutes)
-        self.pending: dict[str, list[dict[str, Any]]] = {name: [] for name in _INSERTS}
+        self.pending: dict[str, list[dict[str, Any]]] = {name: [] for name in _WRITES}
         self.outbox_woken = False
         self.forget()
         self._prefetch()
@@ -207,6 +214,16 @@ class Batch:
             "subject_id": None if ident is None else str(ident), "account_id": account_id,
             "detail": _jsonable(detail)})
 
+    def add_message(self, values: dict[str, Any]) -> None:
+        """A ticket message whose id nothing needs: it waits and goes out with the batch's rows."""
+        self.pending["ticket_message"].append(values)
+
+    def save_ticket(self, ticket: TicketRow) -> None:
+        """The ticket's status and times, as they are now, written with the batch's rows (the batch's
+        later messages read them from ``ticket``, not from the database)."""
+        self.pending["ticket"].append({"ticket_id": ticket.id, "status": ticket.status, "archived": ticket.archived,
+                                       "closed_at": ticket.closed_at, "updated_at": ticket.updated_at})
+
     def watch(self, ticket_id: int, contacts: Iterable[Contact]) -> None:
         self.pending["ticket_watcher"] += [{"ticket_id": ticket_id, "contact_id": c.id} for c in contacts]
 
@@ -224,6 +241,8 @@ class Batch:
         for counts in (to_recipient, on_ticket):
             counts[1 if over else 0] += 1
         if over:
+            if held_before == 0:  # the note tell_staff adds follows the ticket's waiting messages
+                self.write_pending()
             auto.tell_staff(self.tx, recipient, intent, ticket_id, held_before, audit=self.audit)
         return not over
 
@@ -231,5 +250,5 @@ class Batch:
         """The waiting rows, one executemany per table (in the careful run, inside the message's savepoint)."""
         for name, rows in self.pending.items():
             if rows:
-                self.conn.execute(_INSERTS[name], rows)
+                self.conn.execute(_WRITES[name], rows)
                 rows.clear()

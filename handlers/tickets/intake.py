@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 from typing import Any, Callable, Iterator
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import insert
 
 from handlers import slack_cards
 from handlers.mail_facts import MailFacts
@@ -81,35 +81,36 @@ _TICKET, _MESSAGE = Ticket.__table__, TicketMessage.__table__
 _INSERT_TICKET = insert(_TICKET).returning(_TICKET.c.id)
 _INSERT_MESSAGE = insert(_MESSAGE).returning(_MESSAGE.c.id)
 _INSERT_ATTACHMENT = insert(Attachment.__table__)
-_UPDATE_TICKET = update(_TICKET).where(_TICKET.c.id == bindparam("ticket_id")).values(
-    status=bindparam("status"), archived=bindparam("archived"), closed_at=bindparam("closed_at"),
-    updated_at=bindparam("updated_at"))
 
 
-def add_client_message(tx: Any, batch: Batch, ticket: TicketRow, facts: MailFacts, kind: MessageKind) -> int:
-    """The mail as a message of ``ticket`` (attachments too); returns its id. The caller writes
-    the ticket's new ``updated_at`` (with its status, when that changes too)."""
-    message_id = batch.conn.execute(_INSERT_MESSAGE, {
-        "ticket_id": ticket.id, "kind": kind, "author": facts.sender or "(no sender)", "body": _body(facts), "at": tx.now,
-        "inbound_mail_id": facts.inbound_id, "message_id": facts.message_id}).scalar_one()
+def add_client_message(tx: Any, batch: Batch, ticket: TicketRow, facts: MailFacts, kind: MessageKind, *,
+                       need_id: bool = False) -> int | None:
+    """The mail as a message of ``ticket`` (attachments too). The caller writes the ticket's new
+    ``updated_at`` (with its status, when that changes too).
+
+    Its id is returned when ``need_id``, or when the mail has attachments (they point at it): the
+    message is then written at once, after the batch's waiting ones (a ticket's messages are
+    shown in the order of their ids). Otherwise it waits with the batch's rows and None is returned.
+    """
+    values = {"ticket_id": ticket.id, "kind": kind, "author": facts.sender or "(no sender)", "body": _body(facts),
+              "at": tx.now, "inbound_mail_id": facts.inbound_id, "message_id": facts.message_id}
+    batch.added_message(ticket.id, facts.message_id)
+    ticket.updated_at = tx.now
+    if not (need_id or facts.attachments):
+        batch.add_message(values)
+        return None
+    batch.write_pending()
+    message_id = batch.conn.execute(_INSERT_MESSAGE, values).scalar_one()
     if facts.attachments:
         batch.conn.execute(_INSERT_ATTACHMENT, [
             {"message_id": message_id, "filename": att.filename[:255], "content_type": att.content_type[:255],
              "size": att.size, "content": att.content, "dropped_reason": att.dropped_reason}
             for att in facts.attachments])
-    batch.added_message(ticket.id, facts.message_id)
-    ticket.updated_at = tx.now
     return message_id
 
 
 def _body(facts: MailFacts) -> str:
     return facts.reply_text.strip() or facts.text.strip() or "(no text)"
-
-
-def _save(batch: Batch, ticket: TicketRow) -> None:
-    batch.conn.execute(_UPDATE_TICKET, {"ticket_id": ticket.id, "status": ticket.status,
-                                        "archived": ticket.archived, "closed_at": ticket.closed_at,
-                                        "updated_at": ticket.updated_at})
 
 
 def open_ticket(tx: Any, batch: Batch, account: Account, contact: Contact | None, facts: MailFacts, *,
@@ -138,14 +139,15 @@ def open_ticket(tx: Any, batch: Batch, account: Account, contact: Contact | None
 
 def _reply(tx: Any, batch: Batch, ticket: TicketRow, facts: MailFacts, layer: str) -> Outcome:
     before = ticket.status
-    message_id = add_client_message(tx, batch, ticket, facts, MessageKind.client)
+    cards = slack_cards.enabled(tx.settings)
+    message_id = add_client_message(tx, batch, ticket, facts, MessageKind.client, need_id=cards)
     if ticket.status == TicketStatus.closed or ticket.archived:
         ticket.archived, ticket.closed_at = False, None
         ticket.status = TicketStatus.customer_reply
     elif ticket.status in (TicketStatus.answered, TicketStatus.on_hold):
         ticket.status = TicketStatus.customer_reply
-    _save(batch, ticket)
-    if slack_cards.enabled(tx.settings):  # the client's mail in the card's thread
+    batch.save_ticket(ticket)
+    if cards:  # the client's mail in the card's thread
         batch.write_pending()
         card_ticket = tx.session.get(Ticket, ticket.id, populate_existing=True)
         slack_cards.queue_thread_post(tx, card_ticket, tx.session.get(TicketMessage, message_id))
@@ -193,7 +195,7 @@ def _rules(tx: Any, row: Any, facts: MailFacts, quiet: bool, batch: Batch) -> Ou
         if ticket is None:
             return Outcome("done", "auto_reply", "automatic mail; threads to no ticket of the sender: stored only")
         add_client_message(tx, batch, ticket, facts, MessageKind.auto)
-        _save(batch, ticket)
+        batch.save_ticket(ticket)
         return Outcome("done", "auto_reply", f"automatic mail stored on T-{ticket.id}; not answered",
                        ticket.id)
     if not contacts:

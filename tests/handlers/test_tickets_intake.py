@@ -344,3 +344,32 @@ def test_an_answer_outside_the_batch_counts_what_earlier_messages_of_the_batch_s
     acks = [a for a in outbound(services, "ticket_ack") if "shared@dev.test" in a.recipients]
     assert len(acks) == 1
     assert outbound(services, "ticket_permission") == []       # the cap of one was reached by the ack
+
+
+def test_a_tickets_messages_keep_their_order_when_some_wait_for_the_batch_end_and_some_do_not(services, acme):
+    """A client message with no attachment waits and is written with the batch's rows; one with an
+    attachment is written at once (the attachment points at it). Two replies to one ticket in one
+    batch, the first plain and the second with a file, are shown in the order they came."""
+    first = open_ticket(services)
+    tag = refs.subject_tag(first.ticket_id)
+    with_file = ("From: dev@acme.test\r\nTo: support@desk.example.test\r\nSubject: Re: " + tag + " Site down\r\n"
+                 "Message-ID: <second@c>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+                 "--B\r\nContent-Type: text/plain\r\n\r\nSecond, with the log.\r\n--B\r\nContent-Type: text/plain; "
+                 "name=log.txt\r\nContent-Disposition: attachment; filename=log.txt\r\n\r\nlog\r\n--B--\r\n").encode()
+    a, b = _one_batch(services, mail("dev@acme.test", f"Re: {tag} Site down", "First, plain."), with_file)
+    assert a.ticket_id == b.ticket_id == first.ticket_id
+    t = ticket(services, first.ticket_id)
+    assert [m.body for m in t.messages] == ["Our site is down since 8:00.", "First, plain.", "Second, with the log."]
+    assert [[f.filename for f in m.attachments] for m in t.messages] == [[], [], ["log.txt"]]
+    assert t.status == TicketStatus.open and t.updated_at is not None
+
+
+def test_the_cap_note_follows_the_client_message_that_tripped_it_in_one_batch(services, acme):
+    """The note staff get when the cap trips is written at once; the client message before it, which
+    waits for the batch's end, must still come first on the ticket."""
+    services.settings = services.settings.replace(auto_answer_cap=1)
+    first = open_ticket(services, subject="Loop 0")
+    rows = _one_batch(services, *(mail("dev@acme.test", f"Loop {n}", f"Loop body {n}.") for n in (1, 2)))
+    capped = ticket(services, rows[0].ticket_id)
+    assert [m.kind for m in capped.messages] == [MessageKind.client, MessageKind.note]
+    assert capped.messages[0].body == "Loop body 1." and first.ticket_id != capped.id
