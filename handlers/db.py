@@ -218,9 +218,10 @@ class Database:
         """SQLite: move WAL checkpoints off the commit path of this process's writers.
 
         By default the commit that pushes the WAL past 1000 pages also copies it into the
-        database and syncs it, and the SMTP session waiting on that commit pays for it. Here our
-        connections never checkpoint; a thread does it every ``interval`` seconds (PASSIVE: it
-        never waits for, or blocks, a writer). Other processes' connections keep their default.
+        database and syncs it, inside the writer's turn: the SMTP sessions waiting on that
+        commit, or on the processor's, pay for it. Here our connections never checkpoint; a
+        thread does it every ``interval`` seconds (PASSIVE: it never waits for, or blocks, a
+        writer). The SMTP door and the worker call this; other processes keep SQLite's default.
         """
         if not self.settings.is_sqlite:
             return None
@@ -228,12 +229,15 @@ class Database:
         self.engine.dispose()  # connections opened from now on get wal_autocheckpoint=0
 
         def run() -> None:
+            failed = 0
             while not stop.wait(interval):
                 try:
-                    with self.engine.connect() as conn:
-                        conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                    _checkpoint(self.engine)
+                    failed = 0
                 except Exception as exc:  # noqa: BLE001  (the next round tries again)
-                    log.debug("WAL checkpoint skipped this round: %s", exc)
+                    failed += 1
+                    log.log(logging.WARNING if failed == CHECKPOINT_PATIENCE else logging.DEBUG,
+                            "WAL checkpoint failed %d time(s) in a row: %s", failed, exc)
         thread = threading.Thread(target=run, name="wal-checkpoint", daemon=True)
         thread.start()
         return thread
@@ -244,6 +248,19 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+CHECKPOINT_PATIENCE = 20  # failed background checkpoints in a row before the log warns (the WAL keeps growing)
+
+
+def _checkpoint(engine: Engine) -> None:
+    """A PASSIVE checkpoint on a driver connection outside any transaction: SQLAlchemy would begin
+    one (BEGIN IMMEDIATE here), and inside a transaction SQLite refuses to checkpoint."""
+    conn = engine.raw_connection()
+    try:
+        conn.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    finally:
+        conn.close()
 
 
 def _short(exc: BaseException) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -189,8 +190,10 @@ def run_worker(settings: Settings) -> int:
     from renewdesk.scheduler import start_scheduler
 
     services = open_services(settings, wait=True)
+    checkpoints = threading.Event()
+    services.db.checkpoint_in_background(checkpoints)  # SQLite: not inside the processor's write turn
     scheduler = start_scheduler(services)
-    stops = [services.close, lambda: scheduler.shutdown(wait=True)]
+    stops = [services.close, checkpoints.set, lambda: scheduler.shutdown(wait=True)]
     for loop in (delivery_loop(services), inbox_loop(services)):
         loop.start()
         stops.append(loop.stop)

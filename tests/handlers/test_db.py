@@ -1,5 +1,6 @@
 """The unit of work and column types keep their promises on both databases."""
 import datetime as dt
+import shutil
 
 import pytest
 from sqlalchemy import func, select
@@ -97,6 +98,39 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path, clock):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     svc.close()
+
+
+def test_sqlite_checkpoints_move_from_the_writers_commits_to_a_thread(tmp_path, clock, sqlite_template):
+    """With checkpoint_in_background (the SMTP door's and the worker's processes), this process's
+    connections never copy the WAL into the database inside a commit (wal_autocheckpoint 0, so a
+    writer's turn on the write lock is its transaction alone); the thread copies it instead."""
+    import os
+    import threading
+    import time
+    path = tmp_path / "ckpt.db"
+    shutil.copy(sqlite_template, path)
+    svc = Services(load_settings({}, database_url=f"sqlite:///{path}", secret_key="test-secret"), clock=clock)
+    svc.run(_account, "first")
+    stop = threading.Event()
+    thread = svc.db.checkpoint_in_background(stop, interval=0.05)
+    try:
+        with svc.db.transaction(readonly=True) as s:
+            assert s.connection().exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+        size = os.path.getsize(path)
+
+        def many(tx):
+            for n in range(300):  # a few thousand pages: past the default checkpoint of 1,000
+                tx.audit("bulk", detail=str(n) * 2000)
+        svc.run(many)
+        deadline = time.monotonic() + 10
+        while os.path.getsize(path) < size + 1_000_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.path.getsize(path) >= size + 1_000_000    # the thread copied the pages in
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        svc.close()
+    assert not thread.is_alive()
 
 
 def test_only_server_trouble_counts_as_transient(services, db_url):
