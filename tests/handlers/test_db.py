@@ -133,6 +133,37 @@ def test_sqlite_checkpoints_move_from_the_writers_commits_to_a_thread(tmp_path, 
     assert not thread.is_alive()
 
 
+def test_a_checkpoint_that_keeps_failing_is_warned_about_once(tmp_path, clock, sqlite_template, monkeypatch, caplog):
+    """Failed rounds are retried quietly; the 20th in a row is a warning (the WAL keeps growing)."""
+    import threading
+    import time
+
+    import handlers.db as db
+    calls = []
+
+    def refused(engine):
+        calls.append(1)
+        raise RuntimeError("database table is locked")
+    monkeypatch.setattr(db, "_checkpoint", refused)
+    path = tmp_path / "warn.db"
+    shutil.copy(sqlite_template, path)
+    svc = Services(load_settings({}, database_url=f"sqlite:///{path}", secret_key="test-secret"), clock=clock)
+    stop = threading.Event()
+    with caplog.at_level("DEBUG", logger="renewdesk.db"):
+        thread = svc.db.checkpoint_in_background(stop, interval=0.005)
+        deadline = time.monotonic() + 10
+        while len(calls) < db.CHECKPOINT_PATIENCE + 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stop.set()
+        thread.join(timeout=5)
+    svc.close()
+    failures = [r for r in caplog.records if "WAL checkpoint failed" in r.getMessage()]
+    assert len(failures) >= db.CHECKPOINT_PATIENCE + 5
+    assert [r.levelname for r in failures].count("WARNING") == 1
+    assert "20 time(s) in a row: database table is locked" in next(
+        r.getMessage() for r in failures if r.levelname == "WARNING")
+
+
 def test_only_server_trouble_counts_as_transient(services, db_url):
     """A statement the database refuses for its content is not "try later" (it would fail forever)."""
     from sqlalchemy.exc import DBAPIError
