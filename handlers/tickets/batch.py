@@ -23,8 +23,9 @@ processor's first run of a batch has no savepoints, so they go out once for the 
 executemany per table at its end; the careful run (a message failed: each one in its own
 savepoint) writes them when each message ends, inside its savepoint. Either way they are written
 before any operation that reads or writes without the batch (bounces, renewal replies, the
-answers to unknown senders and to contacts without permission, Slack cards): those ask the
-database, and must find what the batch's earlier messages did.
+answers to unknown senders and to contacts without permission, Slack cards, the note the cap
+adds, a message written at once): those ask the database, or add to a ticket, and must find
+what the batch's earlier messages did.
 """
 from __future__ import annotations
 
