@@ -146,6 +146,7 @@ def _insert_skipping_duplicates() -> Any:
 
 
 _T = InboundMail.__table__
+_ROWS_PER_INSERT = 500
 _COLUMNS = ("received_at", "door", "peer", "mail_from", "recipient", "message_id", "digest", "size", "raw",
             "status", "throttled", "attempts")
 
@@ -170,14 +171,16 @@ def _insert_sqlite(conn: Any, rows: list[dict[str, Any]]) -> list[tuple[Any, ...
     for start in range(0, len(rows), _ROWS_PER_INSERT):  # SQLite caps the parameters of one statement
         chunk = rows[start:start + _ROWS_PER_INSERT]
         params = [bind(row[name]) if bind else row[name] for row in chunk for name, bind in zip(_COLUMNS, binds)]
-        values = ", ".join(["(" + ", ".join("?" * len(_COLUMNS)) + ")"] * len(chunk))
-        sql = (f"INSERT INTO {_T.name} ({', '.join(_COLUMNS)}) VALUES {values} "
-               "ON CONFLICT (message_id, digest, recipient) DO NOTHING RETURNING message_id, digest, recipient, id")
-        out += driver.execute(sql, params).fetchall()
+        out += driver.execute(_sqlite_insert(len(chunk)), params).fetchall()
     return out
 
 
-_ROWS_PER_INSERT = 500
+@functools.lru_cache(maxsize=64)
+def _sqlite_insert(rows: int) -> str:
+    """The INSERT for ``rows`` rows (the door's batches come in a few sizes: each is written once)."""
+    values = ", ".join(["(" + ", ".join("?" * len(_COLUMNS)) + ")"] * rows)
+    return (f"INSERT INTO {_T.name} ({', '.join(_COLUMNS)}) VALUES {values} "
+            "ON CONFLICT (message_id, digest, recipient) DO NOTHING RETURNING message_id, digest, recipient, id")
 # built once: the doors run it for every batch with duplicates
 _EXISTING = select(_T.c.message_id, _T.c.digest, _T.c.recipient, _T.c.id).where(
     _T.c.message_id.in_(bindparam("mids", expanding=True)), _T.c.digest.in_(bindparam("digests", expanding=True)))

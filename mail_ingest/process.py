@@ -256,15 +256,13 @@ def _understand(tx: Any, row: Claimed, read: Read, batch: Batch) -> None:
         row.status, row.reason = InboundStatus.done, "our own mail came back: stored, no action"
         return
     if verdict.kind == "bounce":
-        batch.write_pending()  # the operations below read and write without the batch
-        row.status, row.reason = InboundStatus.done, record_bounce(tx, row, verdict.detail)
-        batch.forget()  # contacts and notes changed underneath the batch's answers
+        with batch.aside():  # contacts and notes change underneath the batch's answers
+            row.status, row.reason = InboundStatus.done, record_bounce(tx, row, verdict.detail)
         return
     row.auth_results = read.auth or None
     if _to_renewals(read.facts):
-        batch.write_pending()
-        _renewal(tx, row, read.facts)
-        batch.forget()
+        with batch.aside():
+            _renewal(tx, row, read.facts)
         return
     outcome = receive(tx, row, read.facts, quiet=row.throttled, batch=batch)
     row.status, row.rule, row.reason = InboundStatus(outcome.status), outcome.rule, outcome.reason

@@ -73,7 +73,7 @@ class InboxHandler:
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
         incoming = Incoming(raw, self.door, envelope.mail_from or "", tuple(envelope.rcpt_tos), peer)
         submitted = self.committer.submit_async(incoming)
-        self.composing.discard(session)  # after the hand-over: the writer never sees it in neither place
+        self.composing.discard(session)  # after the hand-over: the writer sees it as coming or as queued, never neither
         try:
             async with asyncio.timeout(STORE_TIMEOUT):  # no task of its own, unlike wait_for
                 stored = await submitted

@@ -29,9 +29,10 @@ what the batch's earlier messages did.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from sqlalchemy import bindparam, case, func, insert, select, update
 
@@ -101,6 +102,19 @@ class Batch:
         self.auto_ticket: dict[int, list[int]] = {}      # ticket id -> [sent, held]
         for rows in self.pending.values() if pending else ():
             rows.clear()
+
+    @contextlib.contextmanager
+    def aside(self, *, answers_only: bool = False) -> Iterator[None]:
+        """For an operation that reads and writes without the batch: the waiting rows go out
+        first, so it finds what the batch's earlier messages did, and afterwards the batch asks
+        the database again (with ``answers_only``, only for its automatic-answer counts)."""
+        self.write_pending()
+        yield
+        if answers_only:
+            self.auto_recipient.clear()
+            self.auto_ticket.clear()
+        else:
+            self.forget()
 
     # -- asking once ------------------------------------------------------------------------
 

@@ -230,8 +230,5 @@ def _rules(tx: Any, row: Any, facts: MailFacts, quiet: bool, batch: Batch) -> Ou
 def _answered(batch: Batch, answer: Callable[..., Outcome], *args: Any, quiet: bool) -> Outcome:
     """An answer that counts its automatic answers in the database itself: the batch's waiting
     rows are written first (their counts included), and the batch asks again afterwards."""
-    batch.write_pending()
-    outcome = answer(*args, quiet=quiet)
-    batch.auto_recipient.clear()
-    batch.auto_ticket.clear()
-    return outcome
+    with batch.aside(answers_only=True):
+        return answer(*args, quiet=quiet)
