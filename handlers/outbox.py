@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import insert, select
 
-from handlers.db import add_keyed, dialect_insert, keyed
+from handlers.db import add_keyed, keyed
 from handlers.errors import InvalidInput
 from handlers.models import AuditEvent, OutboundMail, OutboxStatus
 from handlers.render import RenderedEmail, email_renderer
@@ -231,15 +231,10 @@ def queue_many(tx: Any, intent: str, mails: Sequence[Mail], *, from_local: str =
                                                                    .where(OutboundMail.dedupe_key.in_(keys[i:i + 500]))))
     render = email_renderer(tx.settings, intent)
     rows = [_row(tx, intent, m, from_local, render) for m in mails if m.dedupe_key is None or m.dedupe_key not in known]
-    table = OutboundMail.__table__
-    stmt = dialect_insert(tx.session)(table).on_conflict_do_nothing().returning(table.c.message_id, table.c.id)
-    made = {mid: rid for mid, rid in tx.session.execute(stmt, rows)} if rows else {}
+    made = insert_rows(tx.session.connection(), rows)
     written = [r for r in rows if r["message_id"] in made]
     if written:
-        tx.session.execute(insert(AuditEvent.__table__), [
-            {"at": tx.now, "actor": tx.actor, "action": "email.queue", "subject_type": table.name,
-             "subject_id": str(made[r["message_id"]]), "account_id": r["account_id"],
-             "detail": {"intent": intent, "to": r["recipients"]}} for r in written])
+        tx.session.execute(insert(AuditEvent.__table__), queued_audits(tx, written, made))
         tx.after_commit(tx.services.outbox_wakeup.set)
     by_key = {r["dedupe_key"]: made[r["message_id"]] for r in written if r["dedupe_key"] is not None}
     unkeyed = iter(made.get(r["message_id"]) for r in rows if r["dedupe_key"] is None)
@@ -252,49 +247,35 @@ def queue_many(tx: Any, intent: str, mails: Sequence[Mail], *, from_local: str =
     return ids
 
 
-@dataclass(frozen=True)
-class Queued:
-    """What :func:`enqueue` wrote (or found under its dedupe key: ``new`` is then False)."""
-
-    id: int
-    message_id: str
-    new: bool
-
-
-def enqueue(tx: Any, intent: str, context: dict[str, Any], *, to: Sequence[Recipient | str], dedupe_key: str,
-            audit: Callable[..., None], from_local: str = "support", **options: Any) -> Queued:
-    """:func:`queue_email` for a hot path: one INSERT ... ON CONFLICT (dedupe_key) DO NOTHING on
-    the transaction's connection instead of a lookup, an ORM object and a savepoint.
-
-    The same row (:func:`_row`), the same exactly-once key, the same ``email.queue`` audit event
-    (given to ``audit``, which writes it with the caller's other rows). Nothing is returned as an
-    ORM object: the caller needs the row's id and Message-ID only. ``options`` are
-    :class:`Mail`'s other fields.
-    """
-    if not to:
+def prepare(tx: Any, intent: str, mail: Mail, *, from_local: str = "support") -> dict[str, Any]:
+    """``mail``'s outbox row, rendered and built but not written: for a caller that writes many at
+    once with :func:`insert_rows` (and its ``email.queue`` audit events with :func:`queued_audits`)."""
+    if not mail.to:
         raise InvalidInput("an email needs at least one recipient")
-    if "references" in options:
-        options["references"] = tuple(options["references"])
-    values = _row(tx, intent, Mail(context, to, dedupe_key=dedupe_key, **options), from_local,
-                  email_renderer(tx.settings, intent))
-    conn = tx.session.connection()
-    new_id = conn.execute(_insert_once(conn.dialect.name), values).scalar()
-    if new_id is None:  # queued before, by us or by another process
-        found = conn.execute(select(_OUT.c.id, _OUT.c.message_id).where(_OUT.c.dedupe_key == dedupe_key)).one()
-        return Queued(found.id, found.message_id, False)
-    audit("email.queue", subject=("outbound_mail", new_id), account_id=values["account_id"], intent=intent,
-          to=values["recipients"])
-    tx.after_commit(tx.services.outbox_wakeup.set)
-    return Queued(new_id, values["message_id"], True)
+    return _row(tx, intent, mail, from_local, email_renderer(tx.settings, intent))
+
+
+def insert_rows(conn: Any, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Write outbox rows in one statement (per few hundred rows); a row whose ``dedupe_key`` is
+    already queued is skipped. Returns {Message-ID: id} of the rows written."""
+    if not rows:
+        return {}
+    return dict(conn.execute(_insert_returning(conn.dialect.name), rows).all())
+
+
+def queued_audits(tx: Any, rows: Iterable[dict[str, Any]], made: dict[str, int]) -> list[dict[str, Any]]:
+    """The ``email.queue`` audit rows of outbox rows written by :func:`insert_rows`."""
+    return [{"at": tx.now, "actor": tx.actor, "action": "email.queue", "subject_type": _OUT.name,
+             "subject_id": str(made[r["message_id"]]), "account_id": r["account_id"],
+             "detail": {"intent": r["intent"], "to": r["recipients"]}} for r in rows]
 
 
 _OUT = OutboundMail.__table__
 
 
 @functools.lru_cache(maxsize=4)
-def _insert_once(dialect: str) -> Any:
-    """INSERT ... ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, built once per database kind."""
+def _insert_returning(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING message_id, id, built once per database kind."""
     from sqlalchemy.dialects import postgresql, sqlite
     insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert_(_OUT).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(_OUT.c.id)
-
+    return insert_(_OUT).on_conflict_do_nothing().returning(_OUT.c.message_id, _OUT.c.id)

@@ -17,10 +17,12 @@ these answers as it is written, so the tenth message sees what the third did, ex
 had asked the database. When a message fails, its savepoint is rolled back and
 :meth:`Batch.forget` drops every answer: the next message asks the database again.
 
-Rows a message adds and changes (its ticket message when nothing needs its id, watchers, automatic
-answers, audit events, the ticket's new status and times) wait in :attr:`pending`. The
+Rows a message adds and changes (its ticket message and attachments when nothing needs the
+message's id, watchers, automatic answers, the acknowledgement's outbox row, audit events, the
+ticket's new status and times) wait in :attr:`pending`. The
 processor's first run of a batch has no savepoints, so they go out once for the whole batch, one
-executemany per table at its end; the careful run (a message failed: each one in its own
+executemany per table at its end (the messages with RETURNING when some have attachments, which
+find their message by its inbound mail); the careful run (a message failed: each one in its own
 savepoint) writes them when each message ends, inside its savepoint. Either way they are written
 before any operation that reads or writes without the batch (bounces, renewal replies, the
 answers to unknown senders and to contacts without permission, Slack cards, the note the cap
@@ -38,8 +40,9 @@ from sqlalchemy import bindparam, case, func, insert, select, update
 
 from handlers.audit import _jsonable
 from handlers.mail_facts import MailFacts
-from handlers.models import (Account, AuditEvent, AutoAnswer, Contact, OutboundMail, Ticket, TicketMessage,
+from handlers.models import (Account, Attachment, AuditEvent, AutoAnswer, Contact, OutboundMail, Ticket, TicketMessage,
                              TicketStatus, TicketWatcher)
+from handlers import outbox
 from handlers.tickets import auto, refs
 
 _T, _M, _O, _A = Ticket.__table__, TicketMessage.__table__, OutboundMail.__table__, AutoAnswer.__table__
@@ -49,6 +52,9 @@ _BY_MESSAGE = select(_M.c.message_id, func.min(_M.c.ticket_id)).where(
     _M.c.message_id.in_(bindparam("ids", expanding=True))).group_by(_M.c.message_id)
 _BY_OUTBOUND = select(_O.c.message_id, _O.c.ticket_id).where(
     _O.c.message_id.in_(bindparam("ids", expanding=True)), _O.c.ticket_id.is_not(None))
+_INSERT_MESSAGE = insert(_M).returning(_M.c.id)
+_MESSAGES_BY_MAIL = insert(_M).returning(_M.c.inbound_mail_id, _M.c.id)
+_INSERT_ATTACHMENT = insert(Attachment.__table__)
 _SENT = func.sum(case((_A.c.sent.is_(True), 1), else_=0))
 _AUTO_BY_RECIPIENT = select(_A.c.recipient, func.count(), _SENT).where(
     _A.c.at > bindparam("since"), _A.c.recipient.in_(bindparam("keys", expanding=True))).group_by(_A.c.recipient)
@@ -57,6 +63,7 @@ _AUTO_BY_TICKET = select(_A.c.ticket_id, func.count(), _SENT).where(
 # what a batch's messages add and change, written in this order (a message before nothing that needs it)
 _WRITES = {
     "ticket_message": insert(_M), "ticket_watcher": insert(TicketWatcher.__table__), "auto_answer": insert(_A),
+    "outbound_mail": None,  # outbox.insert_rows: its audit events join the batch's
     "audit_event": insert(AuditEvent.__table__),
     "ticket": update(_T).where(_T.c.id == bindparam("ticket_id")).values(
         status=bindparam("status"), archived=bindparam("archived"), closed_at=bindparam("closed_at"),
@@ -85,7 +92,9 @@ class Batch:
         self.facts = [f for f in facts if f is not None]
         self.since = tx.now - dt.timedelta(minutes=tx.settings.auto_answer_window_minutes)
         self.pending: dict[str, list[dict[str, Any]]] = {name: [] for name in _WRITES}
-        self.outbox_woken = False
+        self.files: dict[int, list[dict[str, Any]]] = {}  # a waiting message's attachments, by its inbound mail
+        self.waiting: set[int | None] = set()             # the inbound mail of every waiting message
+        self._writers = {"ticket_message": self._write_messages, "outbound_mail": self._write_mail}
         self.forget()
         self._prefetch()
 
@@ -100,8 +109,11 @@ class Batch:
         self.tickets: dict[int, TicketRow | None] = {}
         self.auto_recipient: dict[str, list[int]] = {}   # address -> [sent, held]
         self.auto_ticket: dict[int, list[int]] = {}      # ticket id -> [sent, held]
-        for rows in self.pending.values() if pending else ():
-            rows.clear()
+        if pending:
+            for rows in self.pending.values():
+                rows.clear()
+            self.files.clear()
+            self.waiting.clear()
 
     @contextlib.contextmanager
     def aside(self, *, answers_only: bool = False) -> Iterator[None]:
@@ -229,9 +241,39 @@ class Batch:
             "subject_id": None if ident is None else str(ident), "account_id": account_id,
             "detail": _jsonable(detail)})
 
-    def add_message(self, values: dict[str, Any]) -> None:
-        """A ticket message whose id nothing needs: it waits and goes out with the batch's rows."""
+    def add_message(self, values: dict[str, Any], attachments: list[dict[str, Any]] | None = None) -> bool:
+        """A ticket message whose id nothing needs now: it waits and goes out with the batch's rows.
+
+        Its ``attachments`` (rows without their ``message_id``) wait with it and are written once
+        the message has its id, which is found by the message's inbound mail. So a message with
+        attachments is not taken when it has no inbound mail or shares it with another waiting
+        message (nor is one that shares it with a waiting message that has attachments): False,
+        and the caller writes it at once with :meth:`write_message`.
+        """
+        inbound = values.get("inbound_mail_id")
+        if attachments:
+            if inbound is None or inbound in self.waiting:
+                return False
+            self.files[inbound] = attachments
+        elif inbound in self.files:
+            return False
         self.pending["ticket_message"].append(values)
+        self.waiting.add(inbound)
+        return True
+
+    def write_message(self, values: dict[str, Any], attachments: list[dict[str, Any]]) -> int:
+        """A ticket message written at once, after the waiting rows (a ticket's messages are shown
+        in the order of their ids), with its attachments; its id."""
+        self.write_pending()
+        message_id = self.conn.execute(_INSERT_MESSAGE, values).scalar_one()
+        if attachments:
+            self.conn.execute(_INSERT_ATTACHMENT, [{**att, "message_id": message_id} for att in attachments])
+        return message_id
+
+    def queue_mail(self, row: dict[str, Any]) -> None:
+        """An outbox row built by :func:`handlers.outbox.prepare`: written with the batch's rows,
+        skipped there if its dedupe key is already queued, its ``email.queue`` event audited."""
+        self.pending["outbound_mail"].append(row)
 
     def save_ticket(self, ticket: TicketRow) -> None:
         """The ticket's status and times, as they are now, written with the batch's rows (the batch's
@@ -265,5 +307,26 @@ class Batch:
         """The waiting rows, one executemany per table (in the careful run, inside the message's savepoint)."""
         for name, rows in self.pending.items():
             if rows:
-                self.conn.execute(_WRITES[name], rows)
+                self._writers.get(name, self._write)(name, rows)
                 rows.clear()
+
+    def _write(self, name: str, rows: list[dict[str, Any]]) -> None:
+        self.conn.execute(_WRITES[name], rows)
+
+    def _write_messages(self, name: str, rows: list[dict[str, Any]]) -> None:
+        self.waiting.clear()
+        if not self.files:
+            self._write(name, rows)
+            return
+        ids = dict(self.conn.execute(_MESSAGES_BY_MAIL, rows).all())
+        self.conn.execute(_INSERT_ATTACHMENT, [{**att, "message_id": ids[inbound]}
+                                               for inbound, atts in self.files.items() for att in atts])
+        self.files.clear()
+
+    def _write_mail(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """Outbox rows; their audit events join the batch's (written after them, in the same round)."""
+        made = outbox.insert_rows(self.conn, rows)
+        if made:
+            self.pending["audit_event"] += outbox.queued_audits(self.tx, [r for r in rows if r["message_id"] in made],
+                                                                made)
+            self.tx.after_commit(self.tx.services.outbox_wakeup.set)

@@ -19,7 +19,7 @@ from sqlalchemy import insert
 
 from handlers import slack_cards
 from handlers.mail_facts import MailFacts
-from handlers.models import Account, Attachment, Contact, MessageKind, Ticket, TicketMessage, TicketStatus
+from handlers.models import Account, Contact, MessageKind, Ticket, TicketMessage, TicketStatus
 from handlers.tickets import mailing, refs
 from handlers.tickets.batch import Batch, TicketRow
 from handlers.tickets.answers import answer_unknown_sender, answer_without_permission
@@ -77,10 +77,8 @@ def find_ticket(batch: Batch, facts: MailFacts, account_ids: set[int]) -> tuple[
 
 # -- storing ----------------------------------------------------------------------------------
 
-_TICKET, _MESSAGE = Ticket.__table__, TicketMessage.__table__
+_TICKET = Ticket.__table__
 _INSERT_TICKET = insert(_TICKET).returning(_TICKET.c.id)
-_INSERT_MESSAGE = insert(_MESSAGE).returning(_MESSAGE.c.id)
-_INSERT_ATTACHMENT = insert(Attachment.__table__)
 
 
 def add_client_message(tx: Any, batch: Batch, ticket: TicketRow, facts: MailFacts, kind: MessageKind, *,
@@ -88,25 +86,19 @@ def add_client_message(tx: Any, batch: Batch, ticket: TicketRow, facts: MailFact
     """The mail as a message of ``ticket`` (attachments too). The caller writes the ticket's new
     ``updated_at`` (with its status, when that changes too).
 
-    Its id is returned when ``need_id``, or when the mail has attachments (they point at it): the
-    message is then written at once, after the batch's waiting ones (a ticket's messages are
-    shown in the order of their ids). Otherwise it waits with the batch's rows and None is returned.
+    The message and its attachments wait with the batch's rows and None is returned, unless
+    ``need_id``: the message is then written at once, after the batch's waiting ones (a ticket's
+    messages are shown in the order of their ids), and its id is returned.
     """
     values = {"ticket_id": ticket.id, "kind": kind, "author": facts.sender or "(no sender)", "body": _body(facts),
               "at": tx.now, "inbound_mail_id": facts.inbound_id, "message_id": facts.message_id}
+    files = [{"filename": att.filename[:255], "content_type": att.content_type[:255], "size": att.size,
+              "content": att.content, "dropped_reason": att.dropped_reason} for att in facts.attachments]
     batch.added_message(ticket.id, facts.message_id)
     ticket.updated_at = tx.now
-    if not (need_id or facts.attachments):
-        batch.add_message(values)
+    if not need_id and batch.add_message(values, files):
         return None
-    batch.write_pending()
-    message_id = batch.conn.execute(_INSERT_MESSAGE, values).scalar_one()
-    if facts.attachments:
-        batch.conn.execute(_INSERT_ATTACHMENT, [
-            {"message_id": message_id, "filename": att.filename[:255], "content_type": att.content_type[:255],
-             "size": att.size, "content": att.content, "dropped_reason": att.dropped_reason}
-            for att in facts.attachments])
-    return message_id
+    return batch.write_message(values, files)
 
 
 def _body(facts: MailFacts) -> str:

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 from sqlalchemy import select
 
 from handlers.models import Contact, MessageKind, OutboundMail, Ticket, TicketMessage, TicketWatcher
-from handlers.outbox import Queued, Recipient, enqueue, queue_email
+from handlers.outbox import Mail, Recipient, prepare, queue_email
 from handlers.tickets import refs
 
 MAX_REFERENCES = 20
@@ -63,19 +63,21 @@ def _wanting(contacts: Iterable[Contact]) -> list[Contact]:
 
 
 def acknowledge(tx: Any, batch: Any, ticket: Any, watching: list[Contact], client_message_id: str | None,
-                excerpt: str) -> Queued | None:
+                excerpt: str) -> bool:
     """The automatic acknowledgement of a ticket just opened in ``batch`` (once per ticket; capped
-    like any automatic answer). ``watching``: its watchers, opener first; the conversation so
-    far is the client's one message, so its Message-ID is the whole thread."""
+    like any automatic answer), queued with the batch's rows; False when the cap or the contacts'
+    preferences leave no one to send it to. ``watching``: its watchers, opener first; the
+    conversation so far is the client's one message, so its Message-ID is the whole thread."""
     allowed = [c for c in _wanting(watching) if batch.allow(c.email, "ticket_ack", ticket.id)]
     if not allowed:
-        return None
+        return False
     first, *others = allowed
-    return enqueue(
-        tx, "ticket_ack", _context(tx, ticket, first, excerpt=excerpt), to=[Recipient(first.email, first.name)],
-        cc=[Recipient(c.email, c.name) for c in others], dedupe_key=f"ticket:{ticket.id}:ack", audit=batch.audit,
+    batch.queue_mail(prepare(tx, "ticket_ack", Mail(
+        _context(tx, ticket, first, excerpt=excerpt), [Recipient(first.email, first.name)],
+        cc=[Recipient(c.email, c.name) for c in others], dedupe_key=f"ticket:{ticket.id}:ack",
         account_id=ticket.account_id, ticket_id=ticket.id, reply_to=refs.reply_address(tx, ticket.id),
-        in_reply_to=client_message_id, references=[client_message_id] if client_message_id else [])
+        in_reply_to=client_message_id, references=(client_message_id,) if client_message_id else ())))
+    return True
 
 
 def staff_reply(tx: Any, ticket: Ticket, message: TicketMessage) -> OutboundMail | None:

@@ -4,10 +4,10 @@ what is never answered."""
 import datetime as dt
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from handlers.models import (AuditEvent, Contact, InboundMail, InboundStatus, MessageKind, Ticket, TicketMessage,
-                             TicketStatus)
+from handlers.models import (Attachment, AuditEvent, Contact, InboundMail, InboundStatus, MessageKind, OutboundMail,
+                             Ticket, TicketMessage, TicketStatus)
 from handlers.tickets import ops, refs
 from tests.support.mailflow import body_text, deliver, mail, make_account, outbound, parsed, ticket
 
@@ -265,11 +265,13 @@ def test_a_renewal_address_auto_reply_changes_nothing(services, acme):
     assert row.status == InboundStatus.done and "no decision" in row.reason and outbound(services) == []
 
 
-def test_a_message_failing_mid_batch_is_quarantined_and_its_neighbours_are_written_once(services, acme):
+@pytest.mark.parametrize("with_a_file", [False, True], ids=["plain", "file"])
+def test_a_message_failing_mid_batch_is_quarantined_and_its_neighbours_are_written_once(services, acme, with_a_file):
     """A batch runs without savepoints; when one message fails after writing (its ticket made),
     the batch is rolled back and run again message by message. The result is what savepoints
     alone would give: the messages before and after it have one ticket and one acknowledgement
-    each, the failed one left nothing behind and is quarantined with the reason."""
+    each, the failed one left nothing behind (not its waiting file either) and is quarantined
+    with the reason."""
     import mail_ingest.process as process
     from handlers.inbox import Incoming, store_many
     real, calls = process.receive, []
@@ -283,8 +285,11 @@ def test_a_message_failing_mid_batch_is_quarantined_and_its_neighbours_are_writt
     monkey = pytest.MonkeyPatch()
     monkey.setattr(process, "receive", fails_after_writing)
     try:
-        stored = services.run(store_many, [Incoming(mail("dev@acme.test", s, f"About {s}."), "smtp", "c@client.test",
-                                                    ("support@desk.example.test",)) for s in ("First", "Second", "Third")])
+        raws = [mail("dev@acme.test", s, f"About {s}.") for s in ("First", "Second", "Third")]
+        if with_a_file:
+            raws[1] = with_files("dev@acme.test", "Second", "About Second.", "second.log")
+        stored = services.run(store_many, [Incoming(raw, "smtp", "c@client.test", ("support@desk.example.test",))
+                                           for raw in raws])
         assert process.process_batch(services) == 3
     finally:
         monkey.undo()
@@ -294,6 +299,7 @@ def test_a_message_failing_mid_batch_is_quarantined_and_its_neighbours_are_writt
         assert [r.status for r in rows] == [InboundStatus.done, InboundStatus.quarantined, InboundStatus.done]
         assert "processing failed: RuntimeError: a bug after the ticket was made" in rows[1].reason
         assert sorted(s.scalars(select(Ticket.subject))) == ["First", "Third"]
+        assert s.scalar(select(func.count()).select_from(Attachment)) == 0
     assert sorted(parsed(a)["Subject"].split("] ")[1] for a in outbound(services, "ticket_ack")) == ["First", "Third"]
 
 
@@ -325,7 +331,15 @@ def test_a_batch_writes_every_tickets_watchers_answers_and_audit_once_at_its_end
                 "boss@acme.test", "dev@acme.test"]
             assert s.scalar(select(AuditEvent.id).where(AuditEvent.action == "ticket.open",
                                                         AuditEvent.subject_id == str(tid))) is not None
-        assert len(s.scalars(select(AuditEvent.id).where(AuditEvent.action == "email.queue")).all()) == 3
+        # each acknowledgement waited too; its audit event names the outbox row that was written
+        acks = dict(s.execute(select(OutboundMail.ticket_id, OutboundMail.id)
+                              .where(OutboundMail.intent == "ticket_ack")).all())
+        assert sorted(acks) == sorted(ids)
+        queued = s.execute(select(AuditEvent.subject_type, AuditEvent.subject_id, AuditEvent.account_id,
+                                  AuditEvent.detail).where(AuditEvent.action == "email.queue")).all()
+        assert sorted(int(q.subject_id) for q in queued) == sorted(acks.values())
+        assert {q.subject_type for q in queued} == {"outbound_mail"} and {q.account_id for q in queued} == {acme}
+        assert all(q.detail == {"intent": "ticket_ack", "to": ["dev@acme.test", "boss@acme.test"]} for q in queued)
 
 
 def test_an_answer_outside_the_batch_counts_what_earlier_messages_of_the_batch_sent(services):
@@ -346,22 +360,67 @@ def test_an_answer_outside_the_batch_counts_what_earlier_messages_of_the_batch_s
     assert outbound(services, "ticket_permission") == []       # the cap of one was reached by the ack
 
 
-def test_a_tickets_messages_keep_their_order_when_some_wait_for_the_batch_end_and_some_do_not(services, acme):
-    """A client message with no attachment waits and is written with the batch's rows; one with an
-    attachment is written at once (the attachment points at it). Two replies to one ticket in one
-    batch, the first plain and the second with a file, are shown in the order they came."""
+def with_files(sender: str, subject: str, body: str, *names: str) -> bytes:
+    """A client message with a text attachment per name (the name is also its content)."""
+    parts = "".join(f"--B\r\nContent-Type: text/plain; name={n}\r\nContent-Disposition: attachment; filename={n}"
+                    f"\r\n\r\n{n}\r\n" for n in names)
+    return (f"From: {sender}\r\nTo: support@desk.example.test\r\nSubject: {subject}\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+            f"--B\r\nContent-Type: text/plain\r\n\r\n{body}\r\n{parts}--B--\r\n").encode()
+
+
+def test_a_tickets_messages_keep_their_order_and_each_file_its_message_when_all_wait_for_the_batch_end(
+        services, acme):
+    """Client messages wait for the batch's end with their attachments, which find their message
+    once it is written. Replies to one ticket in one batch (a file, none, two files) are shown in
+    the order they came, each with its own files; a new ticket's file is on its first message."""
     first = open_ticket(services)
     tag = refs.subject_tag(first.ticket_id)
-    with_file = ("From: dev@acme.test\r\nTo: support@desk.example.test\r\nSubject: Re: " + tag + " Site down\r\n"
-                 "Message-ID: <second@c>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
-                 "--B\r\nContent-Type: text/plain\r\n\r\nSecond, with the log.\r\n--B\r\nContent-Type: text/plain; "
-                 "name=log.txt\r\nContent-Disposition: attachment; filename=log.txt\r\n\r\nlog\r\n--B--\r\n").encode()
-    a, b = _one_batch(services, mail("dev@acme.test", f"Re: {tag} Site down", "First, plain."), with_file)
-    assert a.ticket_id == b.ticket_id == first.ticket_id
+    a, b, c, new = _one_batch(services, with_files("dev@acme.test", f"Re: {tag} Site down", "One file.", "a.log"),
+                              mail("dev@acme.test", f"Re: {tag} Site down", "No file."),
+                              with_files("dev@acme.test", f"Re: {tag} Site down", "Two files.", "b.log", "c.png"),
+                              with_files("dev@acme.test", "Invoice question", "See the scan.", "scan.pdf"))
+    assert a.ticket_id == b.ticket_id == c.ticket_id == first.ticket_id != new.ticket_id
     t = ticket(services, first.ticket_id)
-    assert [m.body for m in t.messages] == ["Our site is down since 8:00.", "First, plain.", "Second, with the log."]
-    assert [[f.filename for f in m.attachments] for m in t.messages] == [[], [], ["log.txt"]]
+    assert [m.body for m in t.messages] == ["Our site is down since 8:00.", "One file.", "No file.", "Two files."]
+    assert [sorted((f.filename, f.content) for f in m.attachments) for m in t.messages] == [
+        [], [("a.log", b"a.log")], [], [("b.log", b"b.log"), ("c.png", b"c.png")]]
+    assert [m.inbound_mail_id for m in t.messages[1:]] == [a.id, b.id, c.id]
+    opened = ticket(services, new.ticket_id)
+    assert [[f.filename for f in m.attachments] for m in opened.messages] == [["scan.pdf"]]
     assert t.status == TicketStatus.open and t.updated_at is not None
+
+
+def test_a_message_with_files_that_cannot_wait_is_written_at_once_after_the_waiting_ones(services, acme):
+    """Attachments find a waiting message by its inbound mail; a message that has none (or shares
+    it with a waiting one) cannot wait. It is written at once, with its files, and after the
+    message that was already waiting for the batch's end."""
+    from handlers.mail_facts import FactAttachment, MailFacts
+    from handlers.tickets.batch import Batch
+    from handlers.tickets.intake import add_client_message
+    first = open_ticket(services)
+
+    def facts(inbound_id, text, files=()):
+        return MailFacts(inbound_id=inbound_id, recipient="support@desk.example.test", sender="dev@acme.test",
+                         sender_name="", subject="Re: Site down", message_id=None, in_reply_to=None, references=(),
+                         text=text, reply_text=text, received_at=services.clock.now(),
+                         attachments=tuple(FactAttachment(n, "text/plain", 3, b"log") for n in files))
+
+    def run(tx):
+        batch = Batch(tx, [])
+        row = batch.ticket(first.ticket_id)
+        assert add_client_message(tx, batch, row, facts(first.id, "Waits."), MessageKind.client) is None
+        shared = add_client_message(tx, batch, row, facts(first.id, "Same inbound mail.", ["y.log"]),
+                                    MessageKind.client)
+        assert shared and batch.pending["ticket_message"] == []
+        at_once = add_client_message(tx, batch, row, facts(None, "No inbound mail.", ["x.log"]), MessageKind.client)
+        assert at_once > shared
+        batch.write_pending()
+    services.run(run)
+    t = ticket(services, first.ticket_id)
+    assert [(m.body, [f.filename for f in m.attachments]) for m in t.messages] == [
+        ("Our site is down since 8:00.", []), ("Waits.", []), ("Same inbound mail.", ["y.log"]),
+        ("No inbound mail.", ["x.log"])]
 
 
 def test_the_cap_note_follows_the_client_message_that_tripped_it_in_one_batch(services, acme):
