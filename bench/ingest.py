@@ -10,7 +10,9 @@ seeded tickets. What one run does:
 
 1. a fresh SQLite database (`renewdesk db upgrade`), one master account (`renewdesk import`)
    whose contacts are the generator's two client pools, so every mail is from a known contact;
-2. `renewdesk smtp` and `renewdesk worker` as subprocesses (outgoing mail to a local sink);
+2. `renewdesk smtp` and `renewdesk worker` as subprocesses (outgoing mail to a local sink),
+   each time waited for until both have started (idle: see Renewdesk._settle), since a
+   running service has its start-up behind it;
 3. not timed: the seed's new-ticket mails through the door until processed and their
    acknowledgements delivered, so the measured run starts with nothing queued (otherwise the
    seed's acknowledgements, long overdue, would be delivered during the measured burst: the
@@ -33,7 +35,8 @@ VmHWM and CPU milliseconds per message of each renewdesk process, and of this sc
 "bench": its senders and sink stand for the world outside but run on the same cores; the counts
 it checked) and, when the peer's virtualenv exists
 (bench/setup_peer.sh makes .peer/venv), the peer's bench.py on the same N and seed, and the
-ratio ours/peer (target: at least 10).
+ratio ours/peer (target: at least 10). The peer's rate is taken without its start-up, like
+ours: its bench times Django's start-up on an empty folder too, and that is taken off.
 """
 from __future__ import annotations
 
@@ -59,6 +62,8 @@ from tests.support.smtp_sink import SmtpSink
 
 TARGET_RATIO = 10.0
 FINAL = ("done", "waiting", "quarantined")
+SETTLE_QUIET_S = 0.5   # a started process uses less than
+SETTLE_CPU_S = 0.03    # this much CPU in that long
 
 
 class Renewdesk:
@@ -74,9 +79,27 @@ class Renewdesk:
                                                 stdout=log, stderr=subprocess.STDOUT)
             log.close()
         wait_for_port(self.port, timeout=30)
-        for name, p in self.procs.items():
-            if p.poll() is not None:
-                sys.exit(f"bench.ingest: renewdesk {name} exited {p.returncode}; see {self.logs}/{name}.log")
+        self._settle()
+
+    def _settle(self, quiet: float = SETTLE_QUIET_S, timeout: float = 60) -> None:
+        """Wait until both processes have started: the door's port answers before the worker has
+        finished importing and starting its loops and scheduler (a quarter of a second of CPU),
+        and the clock must not count a start-up a running service has long behind it. Started
+        means idle: each used less than SETTLE_CPU_S of CPU in the last ``quiet`` seconds
+        (the worker's idle polling of the inbox uses far less)."""
+        deadline = time.monotonic() + timeout
+        last = self.cpu_seconds()
+        while True:
+            time.sleep(quiet)
+            for name, p in self.procs.items():
+                if p.poll() is not None:
+                    sys.exit(f"bench.ingest: renewdesk {name} exited {p.returncode}; see {self.logs}/{name}.log")
+            now = self.cpu_seconds()
+            if all(now[k] - last[k] < SETTLE_CPU_S for k in now):
+                return
+            if time.monotonic() > deadline:
+                sys.exit(f"bench.ingest: renewdesk did not settle in {timeout:.0f} s: CPU {last} -> {now}")
+            last = now
 
     def peak_rss_mb(self) -> dict[str, float]:
         """VmHWM (the resident set's high-water mark) of each process, from /proc."""
@@ -238,9 +261,11 @@ def main() -> int:
         ok, ours = run_ours(args, peer, tmp)
         peer_line = peer_side(args, peer, tmp)
         if peer_line.get("msgs_per_s"):
-            ratio = round(ours["msgs_per_s"] / peer_line["msgs_per_s"], 1)
+            peer_rate = peer_running_rate(peer_line)
+            ratio = round(ours["msgs_per_s"] / peer_rate, 1)
             print(json.dumps({"bench": "ingest", "summary": True, "n": args.n, "ours_msgs_per_s": ours["msgs_per_s"],
-                              "peer_msgs_per_s": peer_line["msgs_per_s"], "ratio": ratio,
+                              "peer_msgs_per_s": peer_rate, "peer_msgs_per_s_with_startup": peer_line["msgs_per_s"],
+                              "ratio": ratio,
                               "target_ratio_ge_10": ratio >= TARGET_RATIO, "ours_ok": ok,
                               "peer_ok": peer_line.get("ok")}), flush=True)
         return 0 if ok else 1
@@ -335,6 +360,14 @@ def run_ours(args: argparse.Namespace, peer: Path, tmp: Path) -> tuple[bool, dic
     }
     print(json.dumps(line), flush=True)
     return ok, line
+
+
+def peer_running_rate(line: dict) -> float:
+    """The peer's rate without its start-up, as ours is measured: its bench times one import
+    process (Django's start-up included) and the same process on an empty folder; the second is
+    taken off the first (the peer's own msgs_per_s_excl_startup)."""
+    wall, startup = line["wall_s"], line.get("baseline_empty_wall_s") or 0.0
+    return round(line["n"] / max(wall - startup, 1e-9), 1)
 
 
 def peer_side(args: argparse.Namespace, peer: Path, tmp: Path) -> dict:
