@@ -17,8 +17,8 @@ these answers as it is written, so the tenth message sees what the third did, ex
 had asked the database. When a message fails, its savepoint is rolled back and
 :meth:`Batch.forget` drops every answer: the next message asks the database again.
 
-Rows a message adds and changes (its ticket message and attachments when nothing needs the
-message's id, watchers, automatic answers, the acknowledgement's outbox row, audit events, the
+Rows a message adds and changes (a new ticket on SQLite, with the id the batch gives it; its
+ticket message and attachments when nothing needs the message's id, watchers, automatic answers, the acknowledgement's outbox row, audit events, the
 ticket's new status and times) wait in :attr:`pending`. The
 processor's first run of a batch has no savepoints, so they go out once for the whole batch, one
 executemany per table at its end (the messages with RETURNING when some have attachments, which
@@ -52,6 +52,8 @@ _BY_MESSAGE = select(_M.c.message_id, func.min(_M.c.ticket_id)).where(
     _M.c.message_id.in_(bindparam("ids", expanding=True))).group_by(_M.c.message_id)
 _BY_OUTBOUND = select(_O.c.message_id, _O.c.ticket_id).where(
     _O.c.message_id.in_(bindparam("ids", expanding=True)), _O.c.ticket_id.is_not(None))
+_INSERT_TICKET = insert(_T).returning(_T.c.id)
+_LAST_TICKET = select(func.max(_T.c.id))
 _INSERT_MESSAGE = insert(_M).returning(_M.c.id)
 _MESSAGES_BY_MAIL = insert(_M).returning(_M.c.inbound_mail_id, _M.c.id)
 _INSERT_ATTACHMENT = insert(Attachment.__table__)
@@ -62,6 +64,7 @@ _AUTO_BY_TICKET = select(_A.c.ticket_id, func.count(), _SENT).where(
     _A.c.at > bindparam("since"), _A.c.ticket_id.in_(bindparam("keys", expanding=True))).group_by(_A.c.ticket_id)
 # what a batch's messages add and change, written in this order (a message before nothing that needs it)
 _WRITES = {
+    "new_ticket": insert(_T),  # SQLite: with the ids the batch gave them (Batch.new_ticket)
     "ticket_message": insert(_M), "ticket_watcher": insert(TicketWatcher.__table__), "auto_answer": insert(_A),
     "outbound_mail": None,  # outbox.insert_rows: its audit events join the batch's
     "audit_event": insert(AuditEvent.__table__),
@@ -89,6 +92,7 @@ class Batch:
 
     def __init__(self, tx: Any, facts: Iterable[MailFacts]):
         self.tx, self.conn = tx, tx.session.connection()
+        self.sqlite = self.conn.dialect.name == "sqlite"
         self.facts = [f for f in facts if f is not None]
         self.since = tx.now - dt.timedelta(minutes=tx.settings.auto_answer_window_minutes)
         self.pending: dict[str, list[dict[str, Any]]] = {name: [] for name in _WRITES}
@@ -102,6 +106,7 @@ class Batch:
         """Drop every answer, so the database is asked again (after a failed message, whose
         savepoint took back what it wrote, or an operation that wrote without the batch); with
         ``pending``, also the rows a failed message left unwritten."""
+        self.next_ticket: int | None = None  # SQLite: the id the batch's next new ticket gets
         self.contacts: dict[str, list[Contact]] = {}
         self.owners: dict[int, Contact | None] = {}
         self.accounts: dict[int, Account] = {}
@@ -119,12 +124,14 @@ class Batch:
     def aside(self, *, answers_only: bool = False) -> Iterator[None]:
         """For an operation that reads and writes without the batch: the waiting rows go out
         first, so it finds what the batch's earlier messages did, and afterwards the batch asks
-        the database again (with ``answers_only``, only for its automatic-answer counts)."""
+        the database again (with ``answers_only``, only for its automatic-answer counts and the
+        next ticket id)."""
         self.write_pending()
         yield
         if answers_only:
             self.auto_recipient.clear()
             self.auto_ticket.clear()
+            self.next_ticket = None  # a ticket it made takes the next id
         else:
             self.forget()
 
@@ -223,6 +230,18 @@ class Batch:
         return {layer: tid for layer, tid in found.items() if tid}
 
     # -- what the batch's messages add ------------------------------------------------------
+
+    def new_ticket(self, values: dict[str, Any]) -> int:
+        """A new ticket's id. On SQLite the row waits with the batch's rows: the batch holds the
+        database's one write lock, so the ids after the highest are the batch's to give (SQLite
+        gives the same); on PostgreSQL the row is written at once and its sequence gives the id."""
+        if not self.sqlite:
+            return self.conn.execute(_INSERT_TICKET, values).scalar_one()
+        if self.next_ticket is None:
+            self.next_ticket = (self.conn.execute(_LAST_TICKET).scalar() or 0) + 1
+        ticket_id, self.next_ticket = self.next_ticket, self.next_ticket + 1
+        self.pending["new_ticket"].append({**values, "id": ticket_id})
+        return ticket_id
 
     def added_ticket(self, row: TicketRow) -> None:
         self.tickets[row.id] = row

@@ -15,8 +15,6 @@ import datetime as dt
 import logging
 from typing import Any, Callable, Iterator
 
-from sqlalchemy import insert
-
 from handlers import slack_cards
 from handlers.mail_facts import MailFacts
 from handlers.models import Account, Contact, MessageKind, Ticket, TicketMessage, TicketStatus
@@ -77,10 +75,6 @@ def find_ticket(batch: Batch, facts: MailFacts, account_ids: set[int]) -> tuple[
 
 # -- storing ----------------------------------------------------------------------------------
 
-_TICKET = Ticket.__table__
-_INSERT_TICKET = insert(_TICKET).returning(_TICKET.c.id)
-
-
 def add_client_message(tx: Any, batch: Batch, ticket: TicketRow, facts: MailFacts, kind: MessageKind, *,
                        need_id: bool = False) -> int | None:
     """The mail as a message of ``ticket`` (attachments too). The caller writes the ticket's new
@@ -109,10 +103,10 @@ def open_ticket(tx: Any, batch: Batch, account: Account, contact: Contact | None
                 quiet: bool, previous: TicketRow | None = None) -> int:
     """A new ticket on the master account, its first message, watchers and acknowledgement."""
     subject = (refs.base_subject(facts.subject, lower=False) or "(no subject)")[:998]
-    ticket_id = batch.conn.execute(_INSERT_TICKET, {
+    ticket_id = batch.new_ticket({
         "account_id": account.id, "opened_by_contact_id": contact.id if contact else None, "subject": subject,
         "status": TicketStatus.open, "archived": False, "created_at": tx.now, "updated_at": tx.now,
-        "previous_ticket_id": previous.id if previous else None}).scalar_one()
+        "previous_ticket_id": previous.id if previous else None})
     ticket = TicketRow(ticket_id, account.id, subject, TicketStatus.open, False, None, tx.now)
     batch.added_ticket(ticket)
     # who gets the ticket's mail: the opener and the master owner, in that order, each once

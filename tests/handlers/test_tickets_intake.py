@@ -342,6 +342,31 @@ def test_a_batch_writes_every_tickets_watchers_answers_and_audit_once_at_its_end
         assert all(q.detail == {"intent": "ticket_ack", "to": ["dev@acme.test", "boss@acme.test"]} for q in queued)
 
 
+def test_a_batchs_new_tickets_take_the_next_ids_and_an_operation_aside_gets_its_own(services, acme):
+    """On SQLite a batch holds the one write lock, so it numbers its new tickets itself, after the
+    highest id, and writes them with its other rows. An operation that steps aside from the batch
+    and makes a ticket of its own takes the next id; the batch's next ticket comes after it."""
+    from handlers.tickets.batch import Batch
+    first = open_ticket(services)
+    rows = _one_batch(services, *(mail("dev@acme.test", f"Batch {n}", "hello") for n in range(3)))
+    assert [r.ticket_id for r in rows] == [first.ticket_id + 1, first.ticket_id + 2, first.ticket_id + 3]
+    values = {"account_id": acme, "subject": "x", "status": TicketStatus.open, "archived": False}
+
+    def run(tx):
+        batch = Batch(tx, [])
+        waiting = batch.new_ticket({**values, "created_at": tx.now, "updated_at": tx.now})
+        with batch.aside(answers_only=True):
+            own = Ticket(**values, created_at=tx.now, updated_at=tx.now)
+            tx.session.add(own)
+            tx.session.flush()
+        after = batch.new_ticket({**values, "created_at": tx.now, "updated_at": tx.now})
+        batch.write_pending()
+        return waiting, own.id, after
+    assert services.run(run) == (first.ticket_id + 4, first.ticket_id + 5, first.ticket_id + 6)
+    with services.db.transaction(readonly=True) as s:
+        assert s.scalar(select(func.count()).select_from(Ticket)) == 7
+
+
 def test_an_answer_outside_the_batch_counts_what_earlier_messages_of_the_batch_sent(services):
     """The permission answer counts automatic answers in the database itself. In one batch, the
     acknowledgement sent to an address by an earlier message must be counted there: with a cap of
