@@ -17,14 +17,14 @@ these answers as it is written, so the tenth message sees what the third did, ex
 had asked the database. When a message fails, its savepoint is rolled back and
 :meth:`Batch.forget` drops every answer: the next message asks the database again.
 
-Rows a message adds and changes (a new ticket on SQLite, with the id the batch gives it; its
-ticket message and attachments when nothing needs the message's id, watchers, automatic answers, the acknowledgement's outbox row, audit events, the
-ticket's new status and times) wait in :attr:`pending`. The
-processor's first run of a batch has no savepoints, so they go out once for the whole batch, one
-executemany per table at its end (the messages with RETURNING when some have attachments, which
-find their message by its inbound mail); the careful run (a message failed: each one in its own
-savepoint) writes them when each message ends, inside its savepoint. Either way they are written
-before any operation that reads or writes without the batch (bounces, renewal replies, the
+Rows a message adds and changes wait in :attr:`pending`: a new ticket (on SQLite, with the id
+the batch gives it), its ticket message and attachments when nothing needs the message's id,
+watchers, automatic answers, the acknowledgement's outbox row, audit events, the ticket's new
+status and times. The processor's first run of a batch has no savepoints, so they go out once
+for the whole batch, one executemany per table at its end (the messages with RETURNING when some
+have attachments, which find their message by its inbound mail); the careful run (a message
+failed: each one in its own savepoint) writes them when each message ends, inside its savepoint.
+Either way they are written before any operation that reads or writes without the batch (bounces, renewal replies, the
 answers to unknown senders and to contacts without permission, Slack cards, the note the cap
 adds, a message written at once): those ask the database, or add to a ticket, and must find
 what the batch's earlier messages did.
@@ -38,11 +38,11 @@ from typing import Any, Iterable, Iterator
 
 from sqlalchemy import bindparam, case, func, insert, select, update
 
+from handlers import outbox
 from handlers.audit import _jsonable
 from handlers.mail_facts import MailFacts
-from handlers.models import (Account, Attachment, AuditEvent, AutoAnswer, Contact, OutboundMail, Ticket, TicketMessage,
-                             TicketStatus, TicketWatcher)
-from handlers import outbox
+from handlers.models import (Account, Attachment, AuditEvent, AutoAnswer, Contact, OutboundMail, Ticket,
+                             TicketMessage, TicketStatus, TicketWatcher)
 from handlers.tickets import auto, refs
 
 _T, _M, _O, _A = Ticket.__table__, TicketMessage.__table__, OutboundMail.__table__, AutoAnswer.__table__
