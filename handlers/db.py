@@ -31,7 +31,12 @@ SQLITE_PRAGMAS = (
 
 def dialect_insert(session: Session) -> Callable[..., Any]:
     """``insert`` of the session's database, which has ``on_conflict_do_nothing`` (SQLite and PostgreSQL)."""
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    return insert_of(session.get_bind().dialect.name)
+
+
+def insert_of(dialect: str) -> Callable[..., Any]:
+    """:func:`dialect_insert` by the database kind's name (``conn.dialect.name``)."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 def keyed(session: Session, model: Any, key: str | None) -> Any:

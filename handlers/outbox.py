@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import insert, select
 
-from handlers.db import add_keyed, keyed
+from handlers.db import add_keyed, insert_of, keyed
 from handlers.errors import InvalidInput
 from handlers.models import AuditEvent, OutboundMail, OutboxStatus
 from handlers.render import RenderedEmail, email_renderer
@@ -276,6 +276,4 @@ _OUT = OutboundMail.__table__
 @functools.lru_cache(maxsize=4)
 def _insert_returning(dialect: str) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING RETURNING message_id, id, built once per database kind."""
-    from sqlalchemy.dialects import postgresql, sqlite
-    insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert_(_OUT).on_conflict_do_nothing().returning(_OUT.c.message_id, _OUT.c.id)
+    return insert_of(dialect)(_OUT).on_conflict_do_nothing().returning(_OUT.c.message_id, _OUT.c.id)

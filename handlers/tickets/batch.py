@@ -66,7 +66,7 @@ _AUTO_BY_TICKET = select(_A.c.ticket_id, func.count(), _SENT).where(
 _WRITES = {
     "new_ticket": insert(_T),  # SQLite: with the ids the batch gave them (Batch.new_ticket)
     "ticket_message": insert(_M), "ticket_watcher": insert(TicketWatcher.__table__), "auto_answer": insert(_A),
-    "outbound_mail": None,  # outbox.insert_rows: its audit events join the batch's
+    "outbound_mail": None,  # written by outbox.insert_rows (Batch._write_mail)
     "audit_event": insert(AuditEvent.__table__),
     "ticket": update(_T).where(_T.c.id == bindparam("ticket_id")).values(
         status=bindparam("status"), archived=bindparam("archived"), closed_at=bindparam("closed_at"),
@@ -98,7 +98,6 @@ class Batch:
         self.pending: dict[str, list[dict[str, Any]]] = {name: [] for name in _WRITES}
         self.files: dict[int, list[dict[str, Any]]] = {}  # a waiting message's attachments, by its inbound mail
         self.waiting: set[int | None] = set()             # the inbound mail of every waiting message
-        self._writers = {"ticket_message": self._write_messages, "outbound_mail": self._write_mail}
         self.forget()
         self._prefetch()
 
@@ -263,11 +262,11 @@ class Batch:
     def add_message(self, values: dict[str, Any], attachments: list[dict[str, Any]] | None = None) -> bool:
         """A ticket message whose id nothing needs now: it waits and goes out with the batch's rows.
 
-        Its ``attachments`` (rows without their ``message_id``) wait with it and are written once
-        the message has its id, which is found by the message's inbound mail. So a message with
-        attachments is not taken when it has no inbound mail or shares it with another waiting
-        message (nor is one that shares it with a waiting message that has attachments): False,
-        and the caller writes it at once with :meth:`write_message`.
+        Its ``attachments`` (rows without their ``message_id``) wait with it; once written, the
+        message is found by its inbound mail, which must then be its own. So False (the caller
+        writes it at once with :meth:`write_message`) for a message with attachments and no
+        inbound mail, or whose inbound mail another waiting message has; and for a message whose
+        inbound mail a waiting message with attachments has.
         """
         inbound = values.get("inbound_mail_id")
         if attachments:
@@ -285,8 +284,7 @@ class Batch:
         in the order of their ids), with its attachments; its id."""
         self.write_pending()
         message_id = self.conn.execute(_INSERT_MESSAGE, values).scalar_one()
-        if attachments:
-            self.conn.execute(_INSERT_ATTACHMENT, [{**att, "message_id": message_id} for att in attachments])
+        self._attach({message_id: attachments})
         return message_id
 
     def queue_mail(self, row: dict[str, Any]) -> None:
@@ -325,24 +323,33 @@ class Batch:
     def write_pending(self) -> None:
         """The waiting rows, one executemany per table (in the careful run, inside the message's savepoint)."""
         for name, rows in self.pending.items():
-            if rows:
-                self._writers.get(name, self._write)(name, rows)
-                rows.clear()
+            if not rows:
+                continue
+            if name == "ticket_message":
+                self._write_messages(rows)
+            elif name == "outbound_mail":
+                self._write_mail(rows)
+            else:
+                self.conn.execute(_WRITES[name], rows)
+            rows.clear()
 
-    def _write(self, name: str, rows: list[dict[str, Any]]) -> None:
-        self.conn.execute(_WRITES[name], rows)
-
-    def _write_messages(self, name: str, rows: list[dict[str, Any]]) -> None:
+    def _write_messages(self, rows: list[dict[str, Any]]) -> None:
+        """The waiting messages; with RETURNING when some have files, which find theirs by its inbound mail."""
         self.waiting.clear()
         if not self.files:
-            self._write(name, rows)
+            self.conn.execute(_WRITES["ticket_message"], rows)
             return
         ids = dict(self.conn.execute(_MESSAGES_BY_MAIL, rows).all())
-        self.conn.execute(_INSERT_ATTACHMENT, [{**att, "message_id": ids[inbound]}
-                                               for inbound, atts in self.files.items() for att in atts])
+        self._attach({ids[inbound]: atts for inbound, atts in self.files.items()})
         self.files.clear()
 
-    def _write_mail(self, name: str, rows: list[dict[str, Any]]) -> None:
+    def _attach(self, files: dict[int, list[dict[str, Any]]]) -> None:
+        """Attachment rows (without ``message_id``), by the id of the message they belong to."""
+        rows = [{**att, "message_id": message_id} for message_id, atts in files.items() for att in atts]
+        if rows:
+            self.conn.execute(_INSERT_ATTACHMENT, rows)
+
+    def _write_mail(self, rows: list[dict[str, Any]]) -> None:
         """Outbox rows; their audit events join the batch's (written after them, in the same round)."""
         made = outbox.insert_rows(self.conn, rows)
         if made:
