@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
+from decimal import Decimal
 from typing import Any, Iterator
 
 from handlers.errors import InvalidInput
@@ -16,7 +17,7 @@ from handlers import import_plans
 from handlers.import_plan import (AccountPlan, ChargePlan, ContactPlan, ImportPlan, InvoicePlan, LinePlan, MessagePlan,
                                   ServicePlan, TicketPlan, charge_ledger_ref)
 from handlers.models import PERMISSIONS, SERVICE_KINDS, Invoicing, MessageKind, ServiceStatus, TicketStatus
-from handlers.money import to_minor
+from handlers.money import check_currency, to_minor
 
 EMAIL_PREFS = ("renewals", "billing", "tickets")
 MAX_MINOR = 10 ** 15  # far beyond any real invoice, well inside a BIGINT
@@ -25,7 +26,6 @@ _EMAIL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`
                     r"@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+")
 _STAFF = re.compile(r"staff:[A-Z0-9]{2,31}")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_CURRENCY = re.compile(r"[A-Za-z]{3}")
 
 ACCOUNT_KEYS = ("ref", "name", "currency", "owner", "contacts", "credit_limit", "auto_suspend", "invoicing",
                 "sales_contact", "overdue_notices", "services", "invoices", "charges", "tickets", "plan", "usage")
@@ -132,7 +132,7 @@ class _Obj:
         v = self.raw(key, required)
         if v is None:
             return None
-        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        if isinstance(v, bool) or not isinstance(v, (str, int, Decimal)):
             raise InvalidInput("not an amount", path=self.at(key))
         minor = to_minor(v, currency, path=self.at(key), allow_negative=negative)
         if abs(minor) >= MAX_MINOR:
@@ -197,10 +197,7 @@ def _account(value: Any, path: str, refs: _Unique, numbers: _Unique, tickets: _U
     ref = o.text("ref", required=True, max_len=100)
     refs.check(ref, o.at("ref"))
     name = o.text("name", required=True, max_len=200)
-    currency = o.text("currency", required=True)
-    if not _CURRENCY.fullmatch(currency):
-        raise InvalidInput(f"not a currency code: {currency!r} (three letters, like EUR)", path=o.at("currency"))
-    currency = currency.upper()
+    currency = check_currency(o.text("currency", required=True), path=o.at("currency"))
     emails = _Unique()
     owner = _contact(o.raw("owner", required=True), o.at("owner"), emails, owner=True)
     contacts = tuple(_contact(v, p, emails) for v, p in o.items("contacts"))

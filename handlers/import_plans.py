@@ -14,6 +14,7 @@ from typing import Any, Callable
 from handlers.billing.plans import LineSpec, price_micros, quantity_micros
 from handlers.errors import InvalidInput
 from handlers.models import MICROS, PlanLineKind
+from handlers.money import check_currency
 
 PLAN_KEYS = ("ref", "name", "currency", "fees", "usage")
 FEE_KEYS = ("ref", "text", "amount")
@@ -22,7 +23,6 @@ SUBSCRIPTION_KEYS = ("ref", "from", "until")
 USAGE_KEYS = ("ref", "metric", "quantity", "at")
 
 _METRIC = re.compile(r"[a-z][a-z0-9_]{0,63}")
-_CURRENCY = re.compile(r"[A-Za-z]{3}")
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,7 @@ def plans(doc: Any, unique: Callable[[str, str], None]) -> tuple[PlanSpec, ...]:
         ref = o.text("ref", required=True, max_len=100)
         unique(ref, o.at("ref"))
         name = o.text("name", required=True, max_len=200)
-        currency = o.text("currency", required=True)
-        if not _CURRENCY.fullmatch(currency):
-            raise InvalidInput(f"not a currency code: {currency!r} (three letters, like EUR)", path=o.at("currency"))
-        currency = currency.upper()
+        currency = check_currency(o.text("currency", required=True), path=o.at("currency"))
         codes: dict[str, str] = {}
         lines = [_fee(v, p, currency, codes) for v, p in o.items("fees")]
         lines += [_price(v, p, currency, codes) for v, p in o.items("usage")]

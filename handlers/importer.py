@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -68,7 +69,8 @@ class ImportResult:
 def load_json(path: str | Path) -> object:
     """Read an import file; a syntax error names the line and column."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        # JSON numbers with a fraction are read as exact decimals, never as floats
+        return json.loads(Path(path).read_text(encoding="utf-8"), parse_float=Decimal)
     except FileNotFoundError:
         raise InvalidInput(f"no such file: {path}") from None
     except UnicodeDecodeError:

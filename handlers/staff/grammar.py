@@ -6,10 +6,10 @@ import difflib
 import re
 import shlex
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Sequence
 
 from handlers.errors import InvalidInput
+from handlers.money import parse_amount, refusal
 from handlers.models import Role
 
 ROLES = EVERYONE = tuple(r.value for r in Role)
@@ -102,14 +102,13 @@ slack_user_id = _pattern(r"<@([a-z0-9]+)(?:\|[^>]*)?>|@?([a-z0-9]+)", "not a Sla
                          lambda m: (m[1] or m[2]).upper())
 
 
-def _amount(raw: str) -> Decimal:
+def _amount(raw: str) -> str:
+    """The amount as written, checked by the one amount parser; the account's currency scales it later."""
     try:
-        value = Decimal(raw.strip().replace(",", ""))
-    except InvalidOperation:
-        value = Decimal("NaN")
-    if not value.is_finite():
-        raise ValueError("not an amount (12.50)")
-    return value
+        parse_amount(raw)
+    except InvalidInput:
+        raise ValueError(refusal(raw)) from None
+    return raw.strip()
 
 
 def _invoice_list(raw: str) -> list[str]:

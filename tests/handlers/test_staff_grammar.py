@@ -1,6 +1,5 @@
 """The staff grammar: usage lines become commands, and what staff type becomes typed arguments."""
 import datetime as dt
-from decimal import Decimal
 
 import pytest
 
@@ -101,7 +100,7 @@ def test_words_are_case_insensitive_and_the_longest_command_wins():
 
 def test_flags_and_options_may_come_anywhere_after_the_command_words():
     """Options before, between and after positionals give the same arguments."""
-    expected = {"n": "INV-1", "amount": Decimal("12.50"), "ref": "BANK-7"}
+    expected = {"n": "INV-1", "amount": "12.50", "ref": "BANK-7"}
     for words in ("invoice paid INV-1 12.50 --ref BANK-7", "invoice paid --ref BANK-7 INV-1 12.50",
                   "invoice paid INV-1 --ref BANK-7 12.50", "invoice paid INV-1 12.50 --ref=BANK-7"):
         assert parse(words).args == expected, words
@@ -133,7 +132,7 @@ def test_final_text_takes_the_rest_of_the_line_as_typed():
     typed = "ticket note T-7 it's fine,\nwe don't charge for that"
     assert parse(typed).args["text"] == "it's fine,\nwe don't charge for that"
     assert parse("invoice void INV-9 sent twice by mistake").args == {"n": "INV-9", "reason": "sent twice by mistake"}
-    assert parse("charge add acme 5.00 setup fee").args == {"account": "acme", "amount": Decimal("5.00"),
+    assert parse("charge add acme 5.00 setup fee").args == {"account": "acme", "amount": "5.00",
                                                             "text": "setup fee"}
     assert parse("invoice void INV-9").args["reason"] is None
 
@@ -176,7 +175,7 @@ def test_ticket_ids_invoice_numbers_and_other_types():
     for written in ("12", "#12", "T-12", "t12", "#T-12"):
         assert parse(f"ticket show {written}").args == {"t": 12}, written
     assert parse("invoice show 1001").args == {"n": "1001"}
-    assert parse("credit-limit acme -50.00").args["amount"] == Decimal("-50.00")
+    assert parse("credit-limit acme -50.00").args["amount"] == "-50.00"
     assert parse("team add u0abc Billing").args == {"slack_user_id": "U0ABC", "role": "billing"}
     assert parse("payment record acme 100 --invoices INV-1,INV-2").args["invoices"] == ["INV-1", "INV-2"]
 
