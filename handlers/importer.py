@@ -155,7 +155,7 @@ class _Applier:
         before = copy.deepcopy(self.result.counts)
         if acc is None:
             acc = Account(ref=p.ref, name=p.name, currency=p.currency, created_at=self.tx.now,
-                          credit_limit_minor=p.credit_limit_minor or 0, auto_suspend=bool(p.auto_suspend),
+                          credit_limit_minor=p.credit_limit_minor, auto_suspend=bool(p.auto_suspend),
                           overdue_notices=p.overdue_notices is not False, sales_contact=p.sales_contact or None,
                           invoicing=p.invoicing or Invoicing.electronic, status=AccountStatus.active)
             self.s.add(acc)

@@ -54,22 +54,25 @@ def daily_spending(tx: "Tx", account_id: int, at: dt.datetime | None = None) -> 
 
 @dataclass(frozen=True)
 class CreditState:
-    """Where an account stands against its credit limit."""
+    """Where an account stands against its credit limit (``limit`` None: the account has none)."""
 
-    position: int         # balance outside open invoices
-    limit: int            # credit limit: may owe this much (negative: must keep this much)
-    headroom: int         # what may still be spent before the limit is reached
-    daily: float          # average daily spending
-    days_left: float | None  # forecast days until the limit, None when nothing is being spent
+    position: int            # balance outside open invoices
+    limit: int | None        # credit limit: may owe this much (negative: must keep this much)
+    headroom: int | None     # what may still be spent before the limit is passed
+    daily: float             # average daily spending
+    days_left: float | None  # forecast days until the limit, None when nothing is being spent or no limit
 
     @property
     def reached(self) -> bool:
-        """Past the limit, or exactly at it while owing: an account owing nothing at a zero limit is fine."""
-        return self.headroom < 0 or (self.headroom == 0 and self.position < 0)
+        """Past the limit. Exactly at it is within it, whatever the limit's sign: a limit of 100.00
+        lets the client owe 100.00, a limit of -50.00 lets the client hold just 50.00."""
+        return self.headroom is not None and self.headroom < 0
 
 
 def credit_state(tx: "Tx", acc: Account, at: dt.datetime | None = None) -> CreditState:
     pos = position(tx, acc.id)
+    if acc.credit_limit_minor is None:
+        return CreditState(pos, None, None, 0.0, None)
     headroom = pos + acc.credit_limit_minor
     daily = daily_spending(tx, acc.id, at)
     days_left = None if daily <= 0 else max(0.0, headroom / daily)
@@ -93,22 +96,29 @@ def add_charge(tx: "Tx", account_id: int, amount_minor: int, text: str, *, sourc
     return entry
 
 
-def set_credit_limit(tx: "Tx", account_id: int, limit_minor: int) -> tuple[int, int]:
-    """Set the limit; returns (previous, new). Raising it can lift a credit-limit suspension."""
+def set_credit_limit(tx: "Tx", account_id: int, limit_minor: int | None) -> tuple[int | None, int | None]:
+    """Set the limit (None: no limit); returns (previous, new). Raising it can lift a credit-limit suspension."""
     from handlers.billing.suspensions import lift_resolved
 
     acc = lock_account(tx, account_id)
     previous = acc.credit_limit_minor
     acc.credit_limit_minor = limit_minor
     tx.audit("account.credit_limit", subject=acc, account_id=acc.id,
-             previous=money(previous, acc.currency), limit=money(limit_minor, acc.currency))
+             previous=None if previous is None else money(previous, acc.currency),
+             limit=None if limit_minor is None else money(limit_minor, acc.currency))
     tx.session.flush()
     lift_resolved(tx, acc, why="credit limit raised")
     return previous, limit_minor
 
 
+def limit_text(limit: int | None, currency: str) -> str:
+    return "none" if limit is None else fmt(limit, currency)
+
+
 def describe(state: CreditState, currency: str) -> str:
     """One line: position, limit, headroom and the forecast."""
+    if state.limit is None or state.headroom is None:
+        return f"position {fmt(state.position, currency)}, no credit limit"
     pace = "no spending in the last days" if state.days_left is None else \
         f"about {fmt(round(state.daily), currency)} a day, limit in {state.days_left:.1f} days"
     return (f"position {fmt(state.position, currency)}, limit {fmt(state.limit, currency)}, "

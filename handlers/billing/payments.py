@@ -8,6 +8,7 @@ ref again answers with the first recording's summary and changes nothing.
 """
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -15,10 +16,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from handlers.billing.common import OPEN_STATUSES, lock_account, money, open_invoices, send
+from handlers.billing.credit import CREDIT
 from handlers.billing.invoices import status_for
 from handlers.billing.ledger import balance, position
-from handlers.errors import Conflict, InvalidInput
-from handlers.models import AuditEvent, Invoice, LedgerEntry, LedgerKind, Payment, PaymentAllocation
+from handlers.errors import Conflict, InvalidInput, NotFound
+from handlers.models import Account, AuditEvent, Invoice, InvoiceStatus, LedgerEntry, LedgerKind, Payment, PaymentAllocation
 from handlers.money import fmt
 
 if TYPE_CHECKING:
@@ -53,11 +55,28 @@ def _replay(tx: "Tx", payment: Payment, account_id: int, amount_minor: int) -> d
     return {**summary, "replayed": True}
 
 
-def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[str] | None = None,
-           ref: str | None = None, method: str = "manual", apply_credit: bool = True) -> dict[str, Any]:
-    """Record a payment and allocate it; returns the summary (also emailed to billing contacts)."""
-    from handlers.billing.suspensions import lift_resolved
+METHODS = ("bank", "card", "cash", "cheque", "manual", "other")
 
+
+def after_paid(tx: "Tx", acc: Account, invoices: Sequence[Invoice], *, why: str) -> list[Any]:
+    """What follows money reaching invoices: suspensions they resolve are lifted; the suspensions lifted."""
+    from handlers.billing.suspensions import lift_resolved
+    return lift_resolved(tx, acc, why=why)
+
+
+def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[str] | None = None,
+           ref: str | None = None, method: str = "manual", apply_credit: bool = True,
+           received_at: dt.datetime | None = None) -> dict[str, Any]:
+    """Record a payment and allocate it; returns the summary (also emailed to billing contacts).
+
+    ``method`` says how the money came (bank, card, cash, cheque...), ``received_at`` when it
+    reached the business (default: now).
+    """
+    if method not in METHODS:
+        raise InvalidInput(f"--method: one of {', '.join(METHODS)}")
+    received_at = received_at or tx.now
+    if received_at > tx.now:
+        raise InvalidInput(f"--received: {received_at.date()} is in the future")
     if amount_minor <= 0:
         raise InvalidInput("AMOUNT: a payment must be more than zero")
     ref = ref.strip() if ref else None
@@ -95,7 +114,7 @@ def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[s
         inv.paid_minor += by_credit + by_payment
         inv.status = status_for(inv.total_minor, inv.paid_minor)
 
-    payment = Payment(account_id=acc.id, amount_minor=amount_minor, currency=acc.currency, received_at=tx.now,
+    payment = Payment(account_id=acc.id, amount_minor=amount_minor, currency=acc.currency, received_at=received_at,
                       method=method, ref=ref, actor=tx.actor)
     payment.allocations = [PaymentAllocation(invoice_id=inv.id, amount_minor=part) for inv, part in from_payment]
     try:
@@ -107,7 +126,7 @@ def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[s
         # credit already on the ledger: its use is an allocation without new money (no ledger entry)
         used = sum(part for _, part in from_credit)
         tx.session.add(Payment(account_id=acc.id, amount_minor=used, currency=acc.currency, received_at=tx.now,
-                               method="credit", ref=None, actor=tx.actor,
+                               method=CREDIT, ref=None, actor=tx.actor,
                                allocations=[PaymentAllocation(invoice_id=inv.id, amount_minor=part)
                                             for inv, part in from_credit]))
     tx.session.add(LedgerEntry(account_id=acc.id, at=tx.now, kind=LedgerKind.payment, amount_minor=amount_minor,
@@ -119,7 +138,7 @@ def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[s
     cur = acc.currency
     summary = {
         "payment": {"id": payment.id, "ref": ref, "amount": money(amount_minor, cur), "method": method,
-                    "received_at": tx.now.isoformat()},
+                    "received_at": received_at.isoformat()},
         "account": {"id": acc.id, "ref": acc.ref, "name": acc.name},
         "invoices": rows,
         "credit_before": money(credit_before, cur),
@@ -131,7 +150,7 @@ def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[s
         "balance_after": money(balance(tx, acc.id), cur),
         "replayed": False,
     }
-    lifted = lift_resolved(tx, acc, why="payment received" + (f" ({ref})" if ref else ""))
+    lifted = after_paid(tx, acc, targets, why="payment received" + (f" ({ref})" if ref else ""))
     summary["lifted"] = [{"id": s.id, "reason": s.reason.value} for s in lifted]
     tx.audit("payment.record", subject=payment, account_id=acc.id, summary=summary)
     send(tx, acc, "payment_summary", {"summary": summary, "text": summary_text(summary)},
@@ -163,3 +182,122 @@ def summary_text(summary: dict[str, Any]) -> str:
     out.append(f"Still due on these invoices: {m(summary['still_due'])} · credit on the account: "
                f"{m(summary['credit_after'])}")
     return "\n".join(out)
+
+
+# -- reversing a payment ----------------------------------------------------------------------
+
+def _reverse_allocations(tx: "Tx", row: Payment) -> list[tuple[Invoice, int]]:
+    """Take a payment row's allocations off its invoices (they reopen); the invoices and parts."""
+    out = []
+    for alloc in row.allocations:
+        inv = tx.session.scalar(select(Invoice).where(Invoice.id == alloc.invoice_id)
+                                .execution_options(populate_existing=True))
+        inv.paid_minor -= alloc.amount_minor
+        if inv.status != InvoiceStatus.void:
+            inv.status = status_for(inv.total_minor, inv.paid_minor)
+        out.append((inv, alloc.amount_minor))
+    return out
+
+
+def _unwind_credit(tx: "Tx", acc: Account, shortfall: int) -> list[tuple[Invoice, int]]:
+    """Reverse the newest credit applications until ``shortfall`` of credit that no longer exists is
+    given back; the credit still there is applied again afterwards."""
+    unwound: list[tuple[Invoice, int]] = []
+    rows = tx.session.scalars(select(Payment).where(
+        Payment.account_id == acc.id, Payment.method == CREDIT, Payment.voided_at.is_(None))
+        .order_by(Payment.id.desc()))
+    for row in rows:
+        if shortfall <= 0:
+            break
+        row.voided_at, row.voided_by, row.void_reason = tx.now, tx.actor, "the credit behind it was reversed"
+        unwound += _reverse_allocations(tx, row)
+        shortfall -= row.amount_minor
+    return unwound
+
+
+def overdue_key(tx: "Tx", invoice_id: int) -> str:
+    """The exactly-once key of an invoice's automatic overdue suspension.
+
+    A payment that was voided reopens the invoice: the normal rules may then suspend for it
+    again, under a new key, instead of being blocked by the suspension the payment lifted.
+    """
+    reopened = tx.session.scalar(select(func.count()).select_from(PaymentAllocation).join(Payment).where(
+        PaymentAllocation.invoice_id == invoice_id, Payment.voided_at.is_not(None), Payment.method != CREDIT)) or 0
+    return f"overdue:invoice:{invoice_id}" + (f":reopened:{reopened}" if reopened else "")
+
+
+def void(tx: "Tx", payment_id: int, reason: str) -> dict[str, Any]:
+    """Reverse a payment by another ledger entry: its invoices reopen, credit it brought is taken back.
+
+    Suspensions the payment lifted are not put back here; the sweeps' normal rules decide again
+    (with their warnings). The client's billing contacts are told.
+    """
+    from handlers.billing.credit import apply_credit
+
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput("REASON: say why the payment is voided (it is kept in the ledger and the audit)")
+    found = tx.session.get(Payment, payment_id)
+    if found is None:
+        raise NotFound(f"no payment #{payment_id}", hint="payment list ACCOUNT shows an account's payments")
+    acc = lock_account(tx, found.account_id)
+    row = tx.session.scalar(select(Payment).where(Payment.id == payment_id).execution_options(populate_existing=True))
+    if row.method == CREDIT:
+        raise Conflict(f"payment #{row.id} is credit applied from the account, not money in",
+                       hint="void the payment that brought the credit")
+    if row.voided_at is not None:
+        raise Conflict(f"payment #{row.id} was voided already on {row.voided_at.date()} by {row.voided_by}: "
+                       f"{row.void_reason}")
+    before = position(tx, acc.id)
+    reopened = _reverse_allocations(tx, row)
+    row.voided_at, row.voided_by, row.void_reason = tx.now, tx.actor, reason
+    tx.session.add(LedgerEntry(account_id=acc.id, at=tx.now, kind=LedgerKind.payment, amount_minor=-row.amount_minor,
+                               currency=row.currency, text=f"Payment #{row.id} voided: {reason}", source="manual",
+                               payment_id=row.id, actor=tx.actor))
+    tx.session.flush()
+    shortfall = max(0, -position(tx, acc.id)) - max(0, -before)
+    reopened += _unwind_credit(tx, acc, shortfall)
+    reapplied = apply_credit(tx, acc, why=f"payment #{row.id} voided")
+    cur = acc.currency
+    result = {"payment": payment_json(row), "reason": reason,
+              "reopened": [{"number": inv.number, "amount": money(part, cur), "status": inv.status.value}
+                           for inv, part in reopened],
+              "credit_reapplied": [{"number": inv.number, "amount": money(part, cur)} for inv, part in reapplied],
+              "balance_after": money(balance(tx, acc.id), cur),
+              "owed_after_credit": money(sum(i.due_minor for i in open_invoices(tx, acc.id)), cur)}
+    tx.audit("payment.void", subject=row, account_id=acc.id, **result)
+    send(tx, acc, "payment_void", {"void": result, "text": void_text(result)}, f"payment:{row.id}:void")
+    return result
+
+
+def void_text(result: dict[str, Any]) -> str:
+    pay = result["payment"]
+    out = [f"Payment #{pay['id']} of {pay['amount']['amount']} {pay['amount']['currency']}"
+           + (f" (ref {pay['ref']})" if pay["ref"] else "") + f" is reversed: {result['reason']}"]
+    out += [f"  invoice {r['number']}: {r['amount']['amount']} {r['amount']['currency']} is due again ({r['status']})"
+            for r in result["reopened"]]
+    out += [f"  credit on the account paid {r['amount']['amount']} {r['amount']['currency']} of {r['number']}"
+            for r in result["credit_reapplied"]]
+    owed = result["owed_after_credit"]
+    out.append(f"Now due on open invoices: {owed['amount']} {owed['currency']}")
+    return "\n".join(out)
+
+
+# -- listing ----------------------------------------------------------------------------------
+
+def payment_json(row: Payment) -> dict[str, Any]:
+    return {"id": row.id, "amount": money(row.amount_minor, row.currency), "method": row.method, "ref": row.ref,
+            "received_at": row.received_at.isoformat(), "recorded_by": row.actor,
+            "voided": None if row.voided_at is None else {"at": row.voided_at.isoformat(), "by": row.voided_by,
+                                                          "reason": row.void_reason}}
+
+
+def listing(tx: "Tx", account_id: int, limit: int = 200) -> list[dict[str, Any]]:
+    """The account's payments, newest first, each with the invoices it went to."""
+    rows = list(tx.session.scalars(select(Payment).where(Payment.account_id == account_id)
+                                   .order_by(Payment.received_at.desc(), Payment.id.desc()).limit(limit)))
+    numbers = dict(tx.session.execute(select(Invoice.id, Invoice.number).where(
+        Invoice.id.in_({a.invoice_id for r in rows for a in r.allocations}))).all()) if rows else {}
+    return [payment_json(r) | {"allocations": [{"invoice": numbers.get(a.invoice_id),
+                                                "amount": money(a.amount_minor, r.currency)}
+                                               for a in r.allocations]} for r in rows]

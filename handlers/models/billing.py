@@ -75,6 +75,10 @@ class Payment(Base):
     # the bank or processor reference; unique so the same payment cannot be recorded twice
     ref: Mapped[Optional[str]] = mapped_column(String(200), unique=True)
     actor: Mapped[str] = mapped_column(String(100))
+    # a void reverses the payment by another ledger entry; the payment row itself is kept
+    voided_at: Mapped[Optional[dt.datetime]]
+    voided_by: Mapped[Optional[str]] = mapped_column(String(100))
+    void_reason: Mapped[Optional[str]] = mapped_column(Text)
 
     allocations: Mapped[list["PaymentAllocation"]] = relationship(back_populates="payment")
 

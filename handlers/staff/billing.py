@@ -75,6 +75,15 @@ def invoice_show(tx: "Tx", args: dict[str, Any]) -> Reply:
     return Reply(title=f"invoice {inv.number}", text="\n".join(text), data=data)
 
 
+def _how(tx: "Tx", args: dict[str, Any]) -> dict[str, Any]:
+    """``--method`` and ``--received`` as the payment's method and the moment it was received."""
+    from handlers.billing.common import day_start
+    how: dict[str, Any] = {"method": (args.get("method") or "manual").strip().lower()}
+    if args.get("received"):
+        how["received_at"] = day_start(tx, args["received"])
+    return how
+
+
 @register("invoice paid")
 def invoice_paid(tx: "Tx", args: dict[str, Any]) -> Reply:
     """A payment for one invoice: the amount left unless AMOUNT says less (the rest stays due)."""
@@ -84,7 +93,7 @@ def invoice_paid(tx: "Tx", args: dict[str, Any]) -> Reply:
         raise Conflict(f"invoice {inv.number} is {inv.status.value}; nothing is left to pay")
     amount = inv.due_minor if args.get("amount") is None else to_minor(args["amount"], inv.currency, path="AMOUNT")
     summary = payments.record(tx, inv.account_id, amount, invoices=[inv.number], ref=args.get("ref"),
-                              apply_credit=False)
+                              apply_credit=False, **_how(tx, args))
     return Reply(title=f"invoice {inv.number} paid", text=payments.summary_text(summary)
                  + (" (recorded earlier with this ref; nothing changed)" if summary["replayed"] else ""), data=summary)
 
@@ -115,7 +124,7 @@ def payment_record(tx: "Tx", args: dict[str, Any]) -> Reply:
     """One payment over several invoices (listed, else oldest first), credit applied first."""
     acc = resolve_account(tx.session, args["account"])
     amount = to_minor(args["amount"], acc.currency, path="AMOUNT")
-    summary = payments.record(tx, acc.id, amount, invoices=args.get("invoices"), ref=args.get("ref"))
+    summary = payments.record(tx, acc.id, amount, invoices=args.get("invoices"), ref=args.get("ref"), **_how(tx, args))
     text = payments.summary_text(summary)
     if summary["replayed"]:
         text += "\n(recorded earlier with this ref; nothing changed)"
@@ -142,14 +151,19 @@ def charge_add(tx: "Tx", args: dict[str, Any]) -> Reply:
 
 @register("credit-limit")
 def credit_limit(tx: "Tx", args: dict[str, Any]) -> Reply:
-    """Set how much the account may owe outside invoices (negative: how much it must keep)."""
+    """Set how much the account may owe outside invoices (negative: how much it must keep); none: no limit."""
     acc = resolve_account(tx.session, args["account"])
-    limit = to_minor(args["amount"], acc.currency, path="AMOUNT", allow_negative=True)
+    raw = args["amount_or_none"]
+    limit = None if raw == "none" else to_minor(raw, acc.currency, path="AMOUNT", allow_negative=True)
     previous, _ = ledger.set_credit_limit(tx, acc.id, limit)
     state = ledger.credit_state(tx, acc)
+    cur = acc.currency
     return Reply(title=f"credit limit of {acc.name}",
-                 text=f"credit limit of {acc.name}: {fmt(limit, acc.currency)} (was {fmt(previous, acc.currency)})\n"
-                      + ledger.describe(state, acc.currency),
-                 data={"account": {"id": acc.id, "name": acc.name}, "limit": money(limit, acc.currency),
-                       "previous": money(previous, acc.currency), "position": money(state.position, acc.currency),
-                       "headroom": money(state.headroom, acc.currency), "limit_reached": state.reached})
+                 text=f"credit limit of {acc.name}: {ledger.limit_text(limit, cur)} "
+                      f"(was {ledger.limit_text(previous, cur)})\n" + ledger.describe(state, cur),
+                 data={"account": {"id": acc.id, "name": acc.name},
+                       "limit": None if limit is None else money(limit, cur),
+                       "previous": None if previous is None else money(previous, cur),
+                       "position": money(state.position, cur),
+                       "headroom": None if state.headroom is None else money(state.headroom, cur),
+                       "limit_reached": state.reached})

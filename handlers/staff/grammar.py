@@ -93,6 +93,7 @@ def _pattern(regex: str, problem: str, convert: Callable[[re.Match[str]], Any]) 
 
 
 _ticket_id = _pattern(r"#?(?:t-?)?0*([1-9]\d{0,11})", "not a ticket id (T-12, #12 or 12)", lambda m: int(m[1]))
+_payment_id = _pattern(r"#?(?:p-?)?0*([1-9]\d{0,11})", "not a payment id (P-12, #12 or 12)", lambda m: int(m[1]))
 _positive_int = _pattern(r"#?0*([1-9]\d{0,11})", "not a positive whole number", lambda m: int(m[1]))
 _date = _pattern(r"\d{4}-\d{2}-\d{2}", "not a date (YYYY-MM-DD)", lambda m: dt.date.fromisoformat(m[0]))
 _role = _pattern("|".join(ROLES), f"not a role (one of {', '.join(ROLES)})", lambda m: Role(m[0].lower()))
@@ -122,7 +123,7 @@ def _text(raw: str) -> str:
 
 
 TYPES: dict[str, Callable[[str], Any]] = {
-    "T": _ticket_id, "ID": _positive_int, "N": _invoice_number, "AMOUNT": _amount, "DATE": _date,
+    "T": _ticket_id, "P": _payment_id, "ID": _positive_int, "N": _invoice_number, "AMOUNT": _amount, "DATE": _date,
     "DAYS": _positive_int, "ROLE": _role, "SLACK_USER_ID": slack_user_id,
     "@staff": lambda raw: "me" if raw.strip().lower() == "me" else slack_user_id(raw),
     "N,N,...": _invoice_list,
@@ -201,14 +202,19 @@ COMMANDS: tuple[Command, ...] = (
     declare("billing", "invoice list [--due|--overdue|--paid|--all] [--account ACCOUNT]",
             "invoices, due ones unless asked otherwise", EVERYONE),
     declare("billing", "invoice show N", "an invoice with its lines, tax and payments", EVERYONE),
-    declare("billing", "invoice paid N [AMOUNT] [--ref REF]", "records a payment; a partial amount leaves the rest due",
-            BILLING, writes=True),
+    declare("billing", "invoice paid N [AMOUNT] [--ref REF] [--method METHOD] [--received DATE]",
+            "records a payment; a partial amount leaves the rest due", BILLING, writes=True),
     declare("billing", "invoice remind N", "sends the reminder now", BILLING, writes=True),
     declare("billing", "invoice void N [REASON]", "void an invoice", BILLING, destructive=True),
-    declare("billing", "payment record ACCOUNT AMOUNT [--invoices N,N,...] [--ref REF]",
+    declare("billing", "payment record ACCOUNT AMOUNT [--invoices N,N,...] [--ref REF] [--method METHOD] "
+            "[--received DATE]",
             "one payment spread over several invoices, oldest first unless listed", BILLING, destructive=True),
+    declare("billing", "payment list ACCOUNT", "payments with their allocations, voided ones too", EVERYONE),
+    declare("billing", "payment void P REASON", "reverses a payment: its invoices reopen, the ledger says why",
+            BILLING, destructive=True),
     declare("billing", "charge add ACCOUNT AMOUNT TEXT", "manual charge on the ledger", BILLING, writes=True),
-    declare("billing", "credit-limit ACCOUNT AMOUNT", "set the credit limit; may be negative", BILLING, writes=True),
+    declare("billing", "credit-limit ACCOUNT AMOUNT|none", "set the credit limit (may be negative), or none for no limit",
+            BILLING, writes=True),
     declare("services", "suspend ACCOUNT|SERVICE [REASON]", "reason-coded; emails the client", BILLING,
             destructive=True),
     declare("services", "unsuspend ACCOUNT|SERVICE", "lift a suspension", BILLING, writes=True),
@@ -355,7 +361,8 @@ def _arguments(command: Command, tokens: list[Token], line: str | None) -> dict[
             raise InvalidInput(f"`{command.name}` needs {slot.metavar}", hint=command.hint())
     for slot, indexes in taken:
         raw = _joined([tokens[j] for j in indexes], line, indexes)
-        args[slot.key] = _convert(slot.names[0], raw, slot.metavar, command)
+        literal = next((n for n in slot.names[1:] if n.islower() and raw.strip().lower() == n), None)
+        args[slot.key] = literal or _convert(slot.names[0], raw, slot.metavar, command)
     return args
 
 

@@ -40,7 +40,17 @@ digest
 team list
 team add SLACK_USER_ID ROLE
 team remove SLACK_USER_ID
+payment list ACCOUNT
+payment void P REASON
 """.strip().splitlines()
+
+# Interface lines we extend: how and when money came in, and a way back to "no credit limit".
+EXTENDED = {
+    "invoice paid N [AMOUNT] [--ref REF]": "invoice paid N [AMOUNT] [--ref REF] [--method METHOD] [--received DATE]",
+    "payment record ACCOUNT AMOUNT [--invoices N,N,...] [--ref REF]":
+        "payment record ACCOUNT AMOUNT [--invoices N,N,...] [--ref REF] [--method METHOD] [--received DATE]",
+    "credit-limit ACCOUNT AMOUNT": "credit-limit ACCOUNT AMOUNT|none",
+}
 
 # Ours beyond the interface: parking a ticket, attaching a held sender to an account, emailing a
 # renewal confirmation request with an activation code, and switching automatic renewal.
@@ -56,7 +66,8 @@ def refused(words):
 
 def test_every_interface_command_is_declared_by_its_usage_line():
     """The table holds exactly the interface's usage lines plus our named extensions, each once."""
-    assert sorted(c.usage for c in COMMANDS) == sorted(INTERFACE_USAGES + EXTENSIONS)
+    wanted = [EXTENDED.get(u, u) for u in INTERFACE_USAGES] + EXTENSIONS
+    assert sorted(c.usage for c in COMMANDS) == sorted(wanted)
     assert len(BY_NAME) == len(COMMANDS)
 
 
@@ -80,7 +91,7 @@ def test_a_malformed_usage_line_fails_at_declaration():
 
 def test_roles_and_confirmation_follow_the_interface():
     """Destructive commands ask for confirmation; changes need a role that permits them; reads are for everyone."""
-    assert {c.name for c in COMMANDS if c.destructive} == {"suspend", "invoice void", "payment record"}
+    assert {c.name for c in COMMANDS if c.destructive} == {"suspend", "invoice void", "payment record", "payment void"}
     assert BY_NAME["team add"].roles == ("admin",) and BY_NAME["team remove"].roles == ("admin",)
     assert BY_NAME["team list"].allows("readonly")
     assert not BY_NAME["digest"].allows("support") and BY_NAME["digest"].allows("billing")
@@ -100,7 +111,7 @@ def test_words_are_case_insensitive_and_the_longest_command_wins():
 
 def test_flags_and_options_may_come_anywhere_after_the_command_words():
     """Options before, between and after positionals give the same arguments."""
-    expected = {"n": "INV-1", "amount": "12.50", "ref": "BANK-7"}
+    expected = {"n": "INV-1", "amount": "12.50", "ref": "BANK-7", "method": None, "received": None}
     for words in ("invoice paid INV-1 12.50 --ref BANK-7", "invoice paid --ref BANK-7 INV-1 12.50",
                   "invoice paid INV-1 --ref BANK-7 12.50", "invoice paid INV-1 12.50 --ref=BANK-7"):
         assert parse(words).args == expected, words
@@ -114,7 +125,8 @@ def test_defaults_come_from_the_usage_line():
     assert parse("renewals due").args == {"days": 90, "account": None}
     assert parse("renewals due --days 30").args["days"] == 30
     assert parse("forecast").args == {"days": 1}
-    assert parse("invoice paid INV-1").args == {"n": "INV-1", "amount": None, "ref": None}
+    assert parse("invoice paid INV-1").args == {"n": "INV-1", "amount": None, "ref": None, "method": None,
+                                                "received": None}
     assert parse("ticket assign 3").args == {"t": 3, "staff_or_me": None}
 
 
@@ -175,7 +187,9 @@ def test_ticket_ids_invoice_numbers_and_other_types():
     for written in ("12", "#12", "T-12", "t12", "#T-12"):
         assert parse(f"ticket show {written}").args == {"t": 12}, written
     assert parse("invoice show 1001").args == {"n": "1001"}
-    assert parse("credit-limit acme -50.00").args["amount"] == "-50.00"
+    assert parse("credit-limit acme -50.00").args["amount_or_none"] == "-50.00"
+    assert parse("credit-limit acme None").args["amount_or_none"] == "none"
+    assert parse("payment void P-12 bounced cheque").args == {"p": 12, "reason": "bounced cheque"}
     assert parse("team add u0abc Billing").args == {"slack_user_id": "U0ABC", "role": "billing"}
     assert parse("payment record acme 100 --invoices INV-1,INV-2").args["invoices"] == ["INV-1", "INV-2"]
 
@@ -230,7 +244,7 @@ def test_the_documented_example_hint():
 def test_missing_or_extra_arguments_answer_with_the_usage():
     """A missing positional, a stray word, an unknown option: each names the problem and shows the usage."""
     err = refused("invoice paid")
-    assert (err.message, err.hint) == ("`invoice paid` needs N", "usage: invoice paid N [AMOUNT] [--ref REF]")
+    assert (err.message, err.hint) == ("`invoice paid` needs N", "usage: " + EXTENDED["invoice paid N [AMOUNT] [--ref REF]"])
     assert refused("ticket reply 7").message == "`ticket reply` needs TEXT"
     err = refused("account show Acme Ltd")
     assert "unexpected `Ltd`" in err.message and "quotes" in err.message

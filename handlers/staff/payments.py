@@ -1,0 +1,39 @@
+"""Staff payment commands beyond recording: `payment list ACCOUNT`, `payment void P REASON`."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from handlers.billing import payments
+from handlers.staff.accounts import resolve_account
+from handlers.staff.commands import Reply, columns, local_time, register
+
+if TYPE_CHECKING:
+    from handlers.services import Tx
+
+
+def _amount(value: dict[str, str]) -> str:
+    return f"{value['amount']} {value['currency']}"
+
+
+@register("payment list")
+def payment_list(tx: "Tx", args: dict[str, Any]) -> Reply:
+    """An account's payments, newest first: method, received, ref, where each went, voids with their reason."""
+    acc = resolve_account(tx.session, args["account"])
+    rows = payments.listing(tx, acc.id)
+    text = [f"payments of {acc.name} ({len(rows)})" if rows else f"no payments for {acc.name}"]
+    for row in rows:
+        went = ", ".join(f"{a['invoice']} {a['amount']['amount']}" for a in row["allocations"]) or "credit"
+        status = f"VOID {row['voided']['at'][:10]} by {row['voided']['by']}: {row['voided']['reason']}" \
+            if row["voided"] else ""
+        text += columns([(f"P-{row['id']}", local_time(tx, dt.datetime.fromisoformat(row["received_at"])), _amount(row["amount"]), row["method"],
+                          row["ref"] or "", "→ " + went, status)])
+    return Reply(title=f"payments of {acc.name}", text="\n".join(text),
+                 data={"account": {"id": acc.id, "ref": acc.ref, "name": acc.name}, "payments": rows})
+
+
+@register("payment void")
+def payment_void(tx: "Tx", args: dict[str, Any]) -> Reply:
+    """Reverse a payment by another ledger entry: its invoices reopen and the client is told."""
+    result = payments.void(tx, args["p"], args["reason"])
+    return Reply(title=f"payment P-{result['payment']['id']} voided", text=payments.void_text(result), data=result)
