@@ -18,6 +18,7 @@ from handlers.billing.common import SCHEDULER, day_start, lock_account, today
 from handlers.billing.rules import RULES, Action, Key
 from handlers.jobs import Sweep, register_sweep
 from handlers.models import Account, AccountStatus
+from handlers.money import fmt
 
 if TYPE_CHECKING:
     from handlers.services import Services, Tx
@@ -35,6 +36,10 @@ def sweep_account(tx: "Tx", account_id: int, rules: Sequence[str], at: dt.dateti
     tx.now = at  # the sweep runs "as of" its moment: notices, suspensions and audit rows carry it
     acc = tx.session.get(Account, account_id) if dry_run else lock_account(tx, account_id)
     lines = []
+    if not dry_run:  # credit pays first, so nothing below reminds, dunns or suspends for what it covers
+        from handlers.billing.credit import apply_credit
+        lines += [f"{acc.name}: credit paid {fmt(part, acc.currency)} of {inv.number}"
+                  for inv, part in apply_credit(tx, acc, why="sweep")]
     for name in rules:
         for action in RULES[name](tx, acc, set()):
             if dry_run or action.apply is None:

@@ -62,8 +62,11 @@ def next_number(tx: "Tx") -> str:
 
 
 def issue(tx: "Tx", account_id: int, lines: Sequence[Line], due_on: dt.date, *,
-          issued_on: dt.date | None = None, number: str | None = None) -> Invoice:
-    """Issue an invoice with its lines and tax, and put its charge on the ledger."""
+          issued_on: dt.date | None = None, number: str | None = None, use_credit: bool = True) -> Invoice:
+    """Issue an invoice with its lines and tax, and put its charge on the ledger.
+
+    Credit on the account pays it (and any older open invoice) at once unless ``use_credit`` is off.
+    """
     acc = lock_account(tx, account_id)
     if not lines:
         raise InvalidInput("lines: an invoice needs at least one line")
@@ -87,6 +90,9 @@ def issue(tx: "Tx", account_id: int, lines: Sequence[Line], due_on: dt.date, *,
                                invoice_id=inv.id, actor=tx.actor))
     tx.audit("invoice.issue", subject=inv, account_id=acc.id, number=inv.number,
              total=money(inv.total_minor, inv.currency), due_on=due_on.isoformat())
+    if use_credit:
+        from handlers.billing.credit import apply_credit
+        apply_credit(tx, acc, why=f"invoice {inv.number} issued")
     return inv
 
 
@@ -130,6 +136,9 @@ def void(tx: "Tx", number: str, reason: str = "") -> Invoice:
              previous_status=previous.value, paid=money(inv.paid_minor, inv.currency))
     tx.session.flush()
     lift_resolved(tx, acc, why=f"invoice {inv.number} voided")
+    if inv.paid_minor:
+        from handlers.billing.credit import apply_credit
+        apply_credit(tx, acc, why=f"invoice {inv.number} voided")
     return inv
 
 

@@ -20,7 +20,16 @@ from handlers.billing.credit import CREDIT
 from handlers.billing.invoices import status_for
 from handlers.billing.ledger import balance, position
 from handlers.errors import Conflict, InvalidInput, NotFound
-from handlers.models import Account, AuditEvent, Invoice, InvoiceStatus, LedgerEntry, LedgerKind, Payment, PaymentAllocation
+from handlers.models import (
+    Account,
+    AuditEvent,
+    Invoice,
+    InvoiceStatus,
+    LedgerEntry,
+    LedgerKind,
+    Payment,
+    PaymentAllocation,
+)
 from handlers.money import fmt
 
 if TYPE_CHECKING:
@@ -134,6 +143,8 @@ def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[s
                                payment_id=payment.id, actor=tx.actor,
                                invoice_id=targets[0].id if len(targets) == 1 and not pay_left else None))
     tx.session.flush()
+    from handlers.billing.credit import apply_credit
+    then = apply_credit(tx, acc, why="payment received" + (f" ({ref})" if ref else "")) if pay_left else []
 
     cur = acc.currency
     summary = {
@@ -145,6 +156,7 @@ def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[s
         "credit_applied": money(credit_before - credit_left, cur),
         "allocated": money(amount_minor - pay_left, cur),
         "to_credit": money(pay_left, cur),
+        "credit_then_paid": [{"number": inv.number, "amount": money(part, cur)} for inv, part in then],
         "credit_after": money(max(0, position(tx, acc.id)), cur),
         "still_due": money(sum(inv.due_minor for inv in targets), cur),
         "balance_after": money(balance(tx, acc.id), cur),
@@ -177,6 +189,7 @@ def summary_text(summary: dict[str, Any]) -> str:
         out.append(f"  paid now: {m(row['paid_now'])}; left to pay: {m(row['left'])}")
     if not summary["invoices"]:
         out.append("No open invoice: the whole payment is credit on the account.")
+    out += [f"Credit then paid {m(row['amount'])} of invoice {row['number']}" for row in summary.get("credit_then_paid", [])]
     out.append(f"Credit applied: {m(summary['credit_applied'])} · paid to invoices: {m(summary['allocated'])} · "
                f"to account credit: {m(summary['to_credit'])}")
     out.append(f"Still due on these invoices: {m(summary['still_due'])} · credit on the account: "

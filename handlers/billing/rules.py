@@ -15,9 +15,19 @@ from sqlalchemy import func, select
 
 from handlers.billing import invoices as inv_ops
 from handlers.billing import suspensions as sus_ops
-from handlers.billing.common import active_hold, billing_recipients, claim_notice, notified, open_invoices, send, \
-    today, why_no_email
+from handlers.billing.common import (
+    active_hold,
+    billing_recipients,
+    claim_notice,
+    notified,
+    open_invoices,
+    send,
+    today,
+    why_no_email,
+)
+from handlers.billing.credit import covered
 from handlers.billing.ledger import CreditState, credit_state
+from handlers.billing.payments import overdue_key
 from handlers.models import Account, Invoice, Notice, Suspension, SuspensionReason
 from handlers.money import fmt
 
@@ -58,9 +68,16 @@ def occasions(tx: "Tx", inv: Invoice) -> list[tuple[str, str, dt.date]]:
     return sorted(out, key=lambda o: o[2])
 
 
+def _uncovered(tx: "Tx", acc: Account) -> list[tuple[Invoice, int]]:
+    """Open invoices with what is left on each once the account's credit is used (credit pays first)."""
+    invoices = open_invoices(tx, acc.id)
+    credit = covered(tx, acc.id, invoices)
+    return [(inv, inv.due_minor - credit.get(inv.id, 0)) for inv in invoices if inv.due_minor > credit.get(inv.id, 0)]
+
+
 def invoice_notices(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
     day, actions = today(tx), []
-    for inv in open_invoices(tx, acc.id):
+    for inv, owed in _uncovered(tx, acc):
         passed = [o for o in occasions(tx, inv) if inv.issued_on <= o[2] <= day]
         if not passed:
             continue
@@ -68,7 +85,7 @@ def invoice_notices(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
         key = (kind, "invoice", inv.id, occasion, inv.due_on)
         if key in assumed or (occasion, inv.due_on) in notified(tx, kind, "invoice", inv.id):
             continue
-        when = f"pay by {inv.due_on}, {fmt(inv.due_minor, inv.currency)} due"
+        when = f"pay by {inv.due_on}, {fmt(owed, inv.currency)} due"
         label = "reminder" if kind == "invoice_reminder" else "overdue notice"
         text = f"{acc.name}: {label} {occasion} for {inv.number} ({when}), {_to(acc, dunning=True)}"
 
@@ -89,10 +106,10 @@ def overdue_suspensions(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Actio
         return []
     day, actions, grace = today(tx), [], dt.timedelta(days=tx.settings.suspend_after_days)
     held = active_hold(tx, acc.id)
-    for inv in open_invoices(tx, acc.id):
+    for inv, _owed in _uncovered(tx, acc):
         if inv.due_on + grace > day:
             continue
-        dedupe = f"overdue:invoice:{inv.id}"
+        dedupe = overdue_key(tx, inv.id)
         key = ("suspension", dedupe)
         if key in assumed or tx.session.scalar(select(Suspension.id).where(Suspension.dedupe_key == dedupe)):
             continue
@@ -178,10 +195,20 @@ def _credit_suspension_key(tx: "Tx", acc: Account) -> str:
 
 
 def credit_limits(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
+    """Warnings as the position nears the limit, then a suspension once it is passed.
+
+    No limit, no action. A suspension comes only to accounts with automatic suspension on, and
+    when the spending rate allows a forecast, only after a warning of this episode went out: a
+    jump past the limit first sends the warning, and the next sweep suspends.
+    """
     state: CreditState = credit_state(tx, acc)
+    if state.limit is None:
+        return []
     cur, day = acc.currency, today(tx)
     where = f"position {fmt(state.position, cur)} against a limit of {fmt(state.limit, cur)}"
-    if state.reached:
+    warnings, began = _episode(tx, acc)
+    warned = bool(warnings) or any(k[0] == "credit_warning" and k[2] == acc.id for k in assumed)
+    if state.reached and acc.auto_suspend and (warned or state.daily <= 0 or not tx.settings.credit_warning_offsets):
         if any(s.reason == SuspensionReason.credit_limit for s in sus_ops.open_suspensions(tx, acc.id)):
             return []
         dedupe = _credit_suspension_key(tx, acc)
@@ -199,9 +226,10 @@ def credit_limits(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
             sus = sus_ops.suspend(tx, acc, reason=SuspensionReason.credit_limit, dedupe_key=dedupe)
             return None if sus is None else ""
         return [Action("credit_limits", acc, key, f"{what}, {_to(acc, dunning=False)}", suspend)]
-    warnings, began = _episode(tx, acc)
     windows = tx.settings.credit_warning_offsets
     level = min((w for w in windows if state.days_left is not None and state.days_left <= w), default=None)
+    if level is None and state.reached:
+        return []  # past the limit with no spending to forecast from, and no automatic suspension
     if level is None:
         if not warnings or ("credit_rearm", acc.id) in assumed:
             return []

@@ -8,9 +8,25 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from handlers.billing.charging import usage_so_far
+from handlers.billing.credit import available, owed_after_credit
+from handlers.billing.ledger import limit_text
 from handlers.errors import InvalidInput, NotFound
-from handlers.models import (Account, Contact, Hold, Invoice, InvoiceStatus, LedgerEntry, OutboundMail, Payment,
-                             Service, ServiceEvent, Subscription, Suspension, Ticket, TicketStatus)
+from handlers.models import (
+    Account,
+    Contact,
+    Hold,
+    Invoice,
+    InvoiceStatus,
+    LedgerEntry,
+    OutboundMail,
+    Payment,
+    Service,
+    ServiceEvent,
+    Subscription,
+    Suspension,
+    Ticket,
+    TicketStatus,
+)
 from handlers.money import decimal_str, fmt
 from handlers.staff.commands import Reply, columns, iso, local_time, register, today
 
@@ -79,6 +95,7 @@ def account_show(tx: "Tx", args: dict[str, Any]) -> Reply:
     s, acc, day = tx.session, resolve_account(tx.session, args["account"]), today(tx)
     cur, owner = acc.currency, acc.owner
     balance = balance_minor(s, acc.id)
+    credit, owed = available(tx, acc.id), owed_after_credit(tx, acc.id)
     services = list(s.scalars(select(Service).where(Service.account_id == acc.id)
                               .order_by(Service.expires_on.is_(None), Service.expires_on, Service.id)))
     invoices = list(s.scalars(select(Invoice).where(
@@ -99,7 +116,9 @@ def account_show(tx: "Tx", args: dict[str, Any]) -> Reply:
                     "owner": owner.email if owner else None, "invoicing": acc.invoicing.value,
                     "auto_suspend": acc.auto_suspend, "sales_contact": acc.sales_contact},
         "balance": _money(balance, cur),
-        "credit_limit": _money(acc.credit_limit_minor, cur),
+        "credit": _money(credit, cur),
+        "owed_after_credit": _money(owed, cur),
+        "credit_limit": None if acc.credit_limit_minor is None else _money(acc.credit_limit_minor, cur),
         "services": [{"id": sv.id, "ref": sv.ref, "kind": sv.kind, "name": sv.name, "status": sv.status.value,
                       "expires_on": iso(sv.expires_on), "auto_renew": bool(sv.auto_renew),
                       "days_left": None if sv.expires_on is None else (sv.expires_on - day).days}
@@ -122,7 +141,8 @@ def account_show(tx: "Tx", args: dict[str, Any]) -> Reply:
     text = [f"{acc.name} (#{acc.id}, ref {acc.ref}) - {acc.status.value}",
             f"owner: {owner.email if owner else 'none'} · invoicing {acc.invoicing.value} · "
             f"auto-suspend {'on' if acc.auto_suspend else 'off'}",
-            f"balance: {fmt(balance, cur)} · credit limit: {fmt(acc.credit_limit_minor, cur)}"]
+            f"balance: {fmt(balance, cur)} · credit: {fmt(credit, cur)} · owed after credit: {fmt(owed, cur)} · "
+            f"credit limit: {limit_text(acc.credit_limit_minor, cur)}"]
     text.append(f"services ({len(services)}):" if services else "services: none")
     text += columns([(sv.name, sv.kind, sv.status.value,
                       f"expires {sv.expires_on} ({_relative((sv.expires_on - day).days)})" if sv.expires_on else "",

@@ -13,11 +13,12 @@ from tests.handlers.billing_helpers import account, account_id, billing_sweep, l
 CREDIT = ("credit_limits",)
 
 
-def _meter(services, limit="100.00"):
-    """An account charged 2.90 a day for the last 30 days: 87.00 of a 100.00 limit used."""
+def _meter(services, limit="100.00", auto_suspend=True):
+    """An account charged 2.90 a day for the last 30 days: 87.00 of a 100.00 limit used; automatic
+    suspension on unless asked otherwise (a credit-limit suspension respects it like every other)."""
     charges = [{"ref": f"u{i}", "on": (dt.date(2026, 10, 22) + dt.timedelta(days=i)).isoformat(), "amount": "2.90",
                 "text": f"usage day {i}"} for i in range(30)]
-    load(services, account("meter", credit_limit=limit, charges=charges))
+    load(services, account("meter", credit_limit=limit, charges=charges, auto_suspend=auto_suspend))
     return account_id(services, "meter")
 
 
@@ -78,13 +79,18 @@ def test_catch_up_sends_the_one_day_warning_without_the_seven_day_one(services, 
 
 
 def test_a_hold_blocks_the_credit_suspension_and_a_higher_limit_lifts_it(services, clock):
+    """Found past the limit with no warning yet: the warning goes out first; the next sweep would suspend,
+    but a hold blocks it; unheld, it suspends; a higher limit lifts it."""
     _meter(services, limit="80.00")
     execute(services, "hold meter", as_user=None)  # at 09:00 on the 21st, after that day's sweep
     lines = billing_sweep(services, clock, "2026-11-22", rules=CREDIT)
+    assert lines == ["Meter Ltd: credit warning, limit reached in about 0.0 days at 2.71 EUR a day (position "
+                     "-87.00 EUR against a limit of 80.00 EUR), to owner@meter.test, bill@meter.test"]
+    lines = billing_sweep(services, clock, "2026-11-23", rules=CREDIT)
     assert lines == ["Meter Ltd: suspend the account, credit limit reached (position -87.00 EUR against a limit "
                      "of 80.00 EUR) - held, not suspending"]
     execute(services, "unhold meter", as_user=None)
-    billing_sweep(services, clock, "2026-11-22", rules=CREDIT)
+    billing_sweep(services, clock, "2026-11-23", rules=CREDIT)
     assert state(services, "meter")["status"] == "suspended"
     reply = execute(services, "credit-limit meter 200", as_user=None)
     assert reply.data["limit_reached"] is False and state(services, "meter")["status"] == "active"

@@ -29,19 +29,21 @@ def _amounts(rows, *keys):
 
 
 def test_one_payment_over_three_invoices_applies_credit_first_exact_to_the_cent(services):
-    """A voided paid invoice leaves 3.33 credit; 70.00 then pays A-1 (partly paid) and A-2 and part of A-3."""
+    """A voided paid invoice leaves 3.33 credit, which pays the oldest open invoice at once; 70.00 then pays
+    the rest of A-1 (partly paid) and A-2 and part of A-3."""
     acc = _acme(services)
     services.run(inv_ops.void, "A-0", "issued twice", actor="test")
-    assert services.run(ledger.position, acc, readonly=True) == 333
+    assert services.run(ledger.position, acc, readonly=True) == 0
+    assert state(services, "acme")["invoices"]["A-1"] == ("partially_paid", 833, 358)
     summary = services.run(payments.record, acc, 7000, actor="test")
     assert [r["number"] for r in summary["invoices"]] == ["A-1", "A-2", "A-3"]
     assert _amounts(summary["invoices"], "total", "paid_before", "credit_applied", "paid_now", "left") == [
-        ("11.91", "5.00", "3.33", "3.58", "0.00"),
+        ("11.91", "8.33", "0.00", "3.58", "0.00"),
         ("53.94", "0.00", "0.00", "53.94", "0.00"),
         ("29.74", "0.00", "0.00", "12.48", "17.26")]
     assert _amounts(summary["invoices"], "net", "tax") == [("10.01", "1.90"), ("45.33", "8.61"), ("24.99", "4.75")]
     assert (summary["credit_applied"]["amount"], summary["allocated"]["amount"], summary["to_credit"]["amount"],
-            summary["still_due"]["amount"], summary["credit_after"]["amount"]) == ("3.33", "70.00", "0.00",
+            summary["still_due"]["amount"], summary["credit_after"]["amount"]) == ("0.00", "70.00", "0.00",
                                                                                   "17.26", "0.00")
     st = state(services, "acme")["invoices"]
     assert st["A-1"] == ("paid", 1191, 0) and st["A-2"] == ("paid", 5394, 0)
@@ -60,13 +62,15 @@ def test_overpayment_becomes_credit_and_the_summary_is_emailed_to_billing_contac
     acc = _acme(services)
     summary = services.run(payments.record, acc, 3000, invoices=["a-3"], actor="test")
     assert (summary["invoices"][0]["left"]["amount"], summary["to_credit"]["amount"],
-            summary["credit_after"]["amount"]) == ("0.00", "0.26", "0.26")
+            summary["credit_after"]["amount"]) == ("0.00", "0.26", "0.00")
+    assert summary["credit_then_paid"] == [{"number": "A-1", "amount": {"amount": "0.26", "currency": "EUR"}}]
     sent = mails(services, "payment_summary")
     assert sent == [("payment_summary", ["owner@acme.test", "bill@acme.test"],
                      "Payment received: 30.00 EUR for A-3")]
-    # the credit pays the next invoice first
+    # the credit paid the oldest open invoice at once
     nxt = services.run(payments.record, acc, 100, invoices=["A-1"], actor="test")
-    assert _amounts(nxt["invoices"], "credit_applied", "paid_now", "left") == [("0.26", "1.00", "5.65")]
+    assert _amounts(nxt["invoices"], "paid_before", "credit_applied", "paid_now", "left") == [
+        ("5.26", "0.00", "1.00", "5.65")]
 
 
 def test_a_bad_invoice_in_the_list_changes_nothing(services):
@@ -139,4 +143,6 @@ def test_two_payments_at_once_never_allocate_more_than_is_due(services):
     paid_in = services.run(lambda tx: tx.session.scalar(select(func.sum(Payment.amount_minor)).where(
         Payment.method == "manual")), readonly=True)
     assert allocated == 2974
-    assert services.run(ledger.position, acc, readonly=True) == paid_in - 2974
+    # what was paid beyond A-3 became credit, and the credit paid the oldest open invoice (A-1, 5.00 paid before)
+    assert services.run(ledger.position, acc, readonly=True) == 0
+    assert state(services, "acme")["invoices"]["A-1"][1] == 500 + paid_in - 2974

@@ -36,9 +36,9 @@ NOVEMBER_USAGE = [
 NOVEMBER = {"base": 1399, "bandwidth_gb": 1543, "vps_hours": 2, "mailboxes": 597}
 
 
-def _doc(limit="500.00", plan=None, usage=NOVEMBER_USAGE, plans=(PRO,)):
+def _doc(limit="500.00", plan=None, usage=NOVEMBER_USAGE, plans=(PRO,), auto_suspend=False):
     acc = account("meter", credit_limit=limit, plan=plan or {"ref": "hosting-pro", "from": "2026-11-10"},
-                  usage=list(usage))
+                  usage=list(usage), auto_suspend=auto_suspend)
     return {"plans": list(plans), "accounts": [acc]}
 
 
@@ -129,13 +129,24 @@ def test_dry_run_and_forecast_show_the_charges_and_change_nothing(services, cloc
 
 
 def test_month_end_charges_push_the_account_over_its_credit_limit(services, clock):
-    """Charged at 08:00 on the 1st, then the credit sweep in the same run suspends (limit 30.00, owed 35.41)."""
-    services.run(import_document, _doc(limit="30.00"), actor="test")
+    """Charged at 08:00 on the 1st past the limit (30.00, owed 35.41): the warning goes out in that run, the
+    suspension only the next day, and only because the account has automatic suspension on."""
+    services.run(import_document, _doc(limit="30.00", auto_suspend=True), actor="test")
     sweep(services, clock, "2026-11-30")
     assert state(services, "meter")["status"] == "active" and mails(services) == []
     sweep(services, clock, "2026-12-01")
+    assert state(services, "meter")["suspensions"] == [] and [m[0] for m in mails(services)] == ["credit_warning"]
+    sweep(services, clock, "2026-12-02")
     assert state(services, "meter")["suspensions"] == [("credit_limit", True)]
-    assert [m[0] for m in mails(services)] == ["suspension_notice"]
+    assert [m[0] for m in mails(services)] == ["credit_warning", "suspension_notice"]
+
+
+def test_month_end_charges_never_suspend_an_account_with_automatic_suspension_off(services, clock):
+    """The same charges on an account with automatic suspension off: warned, never suspended."""
+    services.run(import_document, _doc(limit="30.00"), actor="test")
+    for day in ("2026-12-01", "2026-12-02", "2026-12-09"):
+        sweep(services, clock, day)
+    assert state(services, "meter")["suspensions"] == [] and [m[0] for m in mails(services)] == ["credit_warning"]
 
 
 def test_month_end_charges_bring_a_credit_warning(services, clock):
