@@ -18,7 +18,7 @@ from handlers.billing.common import OPEN_STATUSES, lock_account, money, open_inv
 from handlers.billing.invoices import status_for
 from handlers.billing.ledger import balance, position
 from handlers.errors import Conflict, InvalidInput
-from handlers.models import AuditEvent, Invoice, LedgerEntry, LedgerKind, Payment, PaymentAllocation
+from handlers.models import AuditEvent, Invoice, InvoiceStatus, LedgerEntry, LedgerKind, Payment, PaymentAllocation
 from handlers.money import fmt
 
 if TYPE_CHECKING:
@@ -115,6 +115,7 @@ def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[s
                                payment_id=payment.id, actor=tx.actor,
                                invoice_id=targets[0].id if len(targets) == 1 and not pay_left else None))
     tx.session.flush()
+    _completed(tx, targets)
 
     cur = acc.currency
     summary = {
@@ -137,6 +138,15 @@ def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[s
     send(tx, acc, "payment_summary", {"summary": summary, "text": summary_text(summary)},
          f"payment:{payment.id}:summary")
     return summary
+
+
+def _completed(tx: "Tx", invoices: Sequence[Invoice]) -> None:
+    """Tell the renewals an invoice is paid: a renewal invoice completes its renewals (idempotent)."""
+    from handlers.renewals.completion import invoice_paid
+
+    for inv in invoices:
+        if inv.status == InvoiceStatus.paid:
+            invoice_paid(tx, inv)
 
 
 def summary_text(summary: dict[str, Any]) -> str:
