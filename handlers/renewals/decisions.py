@@ -156,6 +156,7 @@ def apply(tx: Any, account: Account, choices: Sequence[Choice], auth: Authority)
     if not out.changed:
         return out
     if auth.request is not None:
+        tx.session.refresh(auth.request)  # counted after the lock: concurrent uses add up
         auth.request.uses += 1
     by_id = {c.service.id: c.service for c in choices}
     settled = settle(tx, account, pending, by_id)
