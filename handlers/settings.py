@@ -162,6 +162,9 @@ class Settings:
     renewal_invoices: str = _setting(
         "RENEWDESK_RENEWAL_INVOICES", "on", "`on`: a renewal the client confirms (or an automatic one) raises its "
         "invoice at once; `off`: the sales contact invoices by hand")
+    renew_before_payment: str = _setting(
+        "RENEWDESK_RENEW_BEFORE_PAYMENT", "off", "`on`: the sales contact is asked to renew at the registry as soon "
+        "as a renewal is decided; `off`: only once its invoice is paid")
     log_level: str = _setting("RENEWDESK_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR")
     config_file: str | None = _setting(
         "RENEWDESK_CONFIG", None, "optional TOML file with any of these settings (environment wins)")
@@ -193,6 +196,11 @@ class Settings:
     def invoice_renewals(self) -> bool:
         """Whether a renewal decision raises its invoice."""
         return _switch("RENEWDESK_RENEWAL_INVOICES", self.renewal_invoices)
+
+    @property
+    def sales_before_payment(self) -> bool:
+        """Whether the sales contact is asked to renew before the renewal invoice is paid."""
+        return _switch("RENEWDESK_RENEW_BEFORE_PAYMENT", self.renew_before_payment)
 
     @property
     def is_sqlite(self) -> bool:
@@ -350,7 +358,8 @@ def validate(settings: Settings) -> None:
                       ("RENEWDESK_RENEWAL_LINK_DAYS", settings.renewal_link_days)):
         if not 1 <= days <= 366:
             raise SettingsError(f"{env}: must be 1 to 366 days, not {days}")
-    settings.confirm_days, settings.invoice_renewals  # noqa: B018  (each raises SettingsError when malformed)
+    # each raises SettingsError when malformed
+    settings.confirm_days, settings.invoice_renewals, settings.sales_before_payment  # noqa: B018
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError(f"RENEWDESK_LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR, not {settings.log_level!r}")
 

@@ -20,16 +20,8 @@ from handlers.billing.credit import CREDIT
 from handlers.billing.invoices import status_for
 from handlers.billing.ledger import balance, position
 from handlers.errors import Conflict, InvalidInput, NotFound
-from handlers.models import (
-    Account,
-    AuditEvent,
-    Invoice,
-    InvoiceStatus,
-    LedgerEntry,
-    LedgerKind,
-    Payment,
-    PaymentAllocation,
-)
+from handlers.models import (Account, AuditEvent, Invoice, InvoiceStatus, LedgerEntry, LedgerKind, Payment,
+                             PaymentAllocation)
 from handlers.money import fmt
 
 if TYPE_CHECKING:
@@ -68,8 +60,10 @@ METHODS = ("bank", "card", "cash", "cheque", "manual", "other")
 
 
 def after_paid(tx: "Tx", acc: Account, invoices: Sequence[Invoice], *, why: str) -> list[Any]:
-    """What follows money reaching invoices: suspensions they resolve are lifted; the suspensions lifted."""
+    """What follows money reaching invoices: paid renewal invoices complete their renewals, suspensions they
+    resolve are lifted; the suspensions lifted."""
     from handlers.billing.suspensions import lift_resolved
+    _completed(tx, invoices)
     return lift_resolved(tx, acc, why=why)
 
 
@@ -168,6 +162,15 @@ def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[s
     send(tx, acc, "payment_summary", {"summary": summary, "text": summary_text(summary)},
          f"payment:{payment.id}:summary")
     return summary
+
+
+def _completed(tx: "Tx", invoices: Sequence[Invoice]) -> None:
+    """Tell the renewals an invoice is paid: a renewal invoice completes its renewals (idempotent)."""
+    from handlers.renewals.completion import invoice_paid
+
+    for inv in invoices:
+        if inv.status == InvoiceStatus.paid:
+            invoice_paid(tx, inv)
 
 
 def summary_text(summary: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ from handlers.models.imap import ImapCursor
 from handlers.models.mail import InboundMail, InboundStatus, OutboundMail, OutboxStatus, SlackPost
 from handlers.models.plans import MICROS, Plan, PlanLine, PlanLineKind, Subscription, UsageRecord
 from handlers.models.ops import AppSetting, AuditEvent, JobRun, Role, StaffMember
-from handlers.models.renewals import DecisionAction, Notice, RenewalDecision, RenewalRequest
+from handlers.models.renewals import DecisionAction, Notice, RenewalDecision, RenewalRequest, RenewalTerm
 from handlers.models.tickets import Attachment, AutoAnswer, MessageKind, Ticket, TicketMessage, TicketStatus, TicketWatcher
 
 __all__ = [name for name in dir() if not name.startswith("_")]

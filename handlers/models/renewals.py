@@ -49,8 +49,34 @@ class RenewalDecision(Base):
     auth_method: Mapped[str] = mapped_column(String(40))     # reply_token | page_link | activation_code | staff
     channel: Mapped[str] = mapped_column(String(16))         # email | page | slack | cli
     inbound_mail_id: Mapped[Optional[int]] = mapped_column(ForeignKey("inbound_mail.id", ondelete="SET NULL"))
-    completed_at: Mapped[Optional[dt.datetime]]              # the sales contact completed it
+    completed_at: Mapped[Optional[dt.datetime]]              # the renewal was completed (paid, or staff)
     note: Mapped[str] = mapped_column(Text, default="")
+    for_expiry: Mapped[Optional[dt.date]] = mapped_column(Date)  # the expiry it decides about
+
+
+class RenewalTerm(Base):
+    """One renewal term: a service's expiry being renewed, the decision that stands for it, and its invoice.
+
+    Unique on (service, expiry): every decision for the same expiry updates this one row, so the
+    term has at most one open renewal invoice however often, or however concurrently, it is
+    decided. When the renewal completes (its invoice paid, or staff say it is done), the service
+    gets its new expiry and a new term starts with the next decision.
+    """
+
+    __tablename__ = "renewal_term"
+    __table_args__ = (UniqueConstraint("service_id", "expires_on"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("service.id", ondelete="CASCADE"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"), index=True)
+    expires_on: Mapped[dt.date] = mapped_column(Date)             # the expiry being renewed
+    decision_id: Mapped[Optional[int]] = mapped_column(ForeignKey("renewal_decision.id", ondelete="SET NULL"))
+    years: Mapped[Optional[int]] = mapped_column(Integer)         # None: declined
+    invoice_id: Mapped[Optional[int]] = mapped_column(ForeignKey("invoice.id", ondelete="SET NULL"), index=True)
+    sales_told_at: Mapped[Optional[dt.datetime]]                  # the sales contact was asked to renew
+    completed_at: Mapped[Optional[dt.datetime]]
+    completed_by: Mapped[Optional[str]] = mapped_column(String(100))
+    new_expires_on: Mapped[Optional[dt.date]] = mapped_column(Date)
 
 
 class Notice(Base):

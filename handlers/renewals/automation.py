@@ -12,7 +12,9 @@ expiry, so a re-run or a second scheduler does nothing twice:
   domain's account is also emailed a confirmation request with an activation code;
 - ``renewal_removal`` (``declined``): a declined service is removed on its expiry day;
 - ``renewal_removal`` (``lapsed``): an expired service nobody decided about is removed once
-  ``RENEWDESK_RENEWAL_GRACE_DAYS`` have passed. A hold stops both removals.
+  ``RENEWDESK_RENEWAL_GRACE_DAYS`` have passed. A hold stops both removals;
+- ``renewal_expire``: an active service past its expiry and not renewed becomes ``expired`` (its
+  status is the claim: only an active one changes) until a renewal completes or it is removed.
 
 Renewals and requests follow the days the sweep covers (after downtime, the missed ones); a
 removal stays due for ``LOOKBACK_DAYS`` (a longer hold or outage leaves it to staff).
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
     from handlers.services import Services, Tx
 
 JOB = RULE = "renewal_automation"
-AUTO, CONFIRM, REMOVAL = "renewal_auto", "renewal_confirm", "renewal_removal"
+AUTO, CONFIRM, REMOVAL, EXPIRE = "renewal_auto", "renewal_confirm", "renewal_removal", "renewal_expire"
 LOOKBACK_DAYS = 92
 PLANNED = (*REMINDED, ServiceStatus.cancelled)
 
@@ -84,7 +86,13 @@ def candidates(tx: "Tx", first: dt.date, day: dt.date) -> list[int]:
     declined, lapsed = _removal_ranges(tx, day)
     ask(*declined, (ServiceStatus.cancelled,))
     ask(*lapsed, REMINDED, Service.auto_renew.is_(False))
+    ask(*_expire_range(day), (ServiceStatus.active,))
     return sorted(found)
+
+
+def _expire_range(day: dt.date) -> tuple[dt.date, dt.date]:
+    """Expiries that have passed (up to LOOKBACK_DAYS back): their active services become expired."""
+    return day - dt.timedelta(days=LOOKBACK_DAYS), day - dt.timedelta(days=1)
 
 
 # -- the plan for one account ---------------------------------------------------------------------
@@ -95,7 +103,7 @@ def _done(tx: "Tx", ids: list[int], assumed: set[Key]) -> set[tuple[str, str, in
         Notice.kind.in_((AUTO, CONFIRM, REMOVAL)), Notice.subject_type == "service",
         Notice.subject_id.in_(ids))).all())
     for key in assumed:
-        if key and key[0] in (AUTO, CONFIRM, REMOVAL):
+        if key and key[0] in (AUTO, CONFIRM, REMOVAL, EXPIRE):
             done.update((key[0], key[1], sid, exp) for sid, exp in key[3])
     return done
 
@@ -141,7 +149,13 @@ def plan_account(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
                 and due(REMOVAL, "declined", s)]
     lapsed = [s for s in svcs if s.status in REMINDED and not s.auto_renew and decided[s.id] is None
               and lapsed_lo <= s.expires_on <= lapsed_hi and due(REMOVAL, "lapsed", s)]
+    expire_lo, expire_hi = _expire_range(day)
+    expired = [s for s in svcs if s.status == ServiceStatus.active and expire_lo <= s.expires_on <= expire_hi
+               and due(EXPIRE, "expired", s)]
     actions = []
+    if expired:
+        actions.append(_action(acc, EXPIRE, "expired", expired, f"{acc.name}: expired, not renewed: "
+                               f"{_names(expired)}", _expire))
     if auto:
         actions.append(_action(acc, AUTO, "auto", auto, f"{acc.name}: renew automatically {_names(auto)}, "
                                + ("raising the invoice, " if tx.settings.invoice_renewals else "")
@@ -211,8 +225,8 @@ def _renew(tx: "Tx", acc: Account, kind: str, occasion: str, items: Any) -> str 
         return None
     choices = [decision_ops.Choice(s, DecisionAction.renew) for s, _ in mine]
     made = decision_ops.apply(tx, acc, choices, decision_ops.Authority(tx.actor, "auto_renew", "automation"))
-    invoice = invoice_of(tx, made)
-    years = {d.service_id: d.period_years for d in made}
+    invoice = made.invoice or invoice_of(tx, made.decisions)
+    years = {d.service_id: d.period_years for d in made.decisions}
     _email(tx, acc, "renewal_auto", mine, {"invoice": context(invoice),
                                            "years": {s.name: years[s.id] for s, _ in mine}})
     return f"invoice {invoice.number}" if invoice is not None else ""
@@ -225,6 +239,26 @@ def _request(tx: "Tx", acc: Account, kind: str, occasion: str, items: Any) -> st
         return None
     confirm_ops.request_confirmation(tx, acc.id, [s.id for s, _ in mine])
     return ""
+
+
+def _expire(tx: "Tx", acc: Account, kind: str, occasion: str, items: Any) -> str | None:
+    """Active services whose expiry has passed become ``expired`` (no email: the post-expiry notice tells)."""
+    day = today(tx)
+    done = []
+    for sid, exp in items:
+        svc = tx.session.get(Service, sid, populate_existing=True)
+        if svc is None or svc.status != ServiceStatus.active or svc.expires_on != exp or exp >= day:
+            continue
+        tx.session.add(ServiceEvent(service_id=svc.id, at=tx.now, from_status=svc.status.value,
+                                    to_status=ServiceStatus.expired.value,
+                                    reason=f"expired on {exp}: not renewed", actor=tx.actor))
+        svc.status = ServiceStatus.expired
+        done.append(svc.name)
+    if not done:
+        return None
+    tx.session.flush()
+    tx.audit("renewal.expired", account_id=acc.id, services=done)
+    return "expired"
 
 
 def _remove(tx: "Tx", acc: Account, kind: str, occasion: str, items: Any) -> str | None:

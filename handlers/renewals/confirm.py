@@ -113,7 +113,8 @@ def decide(tx: Any, code: str, form: Mapping[str, str]) -> ConfirmResult:
     normal = tokens.normal_code(code) or ""
     if errors:
         return ConfirmResult("invalid", normal, account.name, _rows(services), errors=errors)
-    decisions = apply(tx, account, choices, Authority(f"code:{request.id}", tokens.CODE, "page", request))
+    applied = apply(tx, account, choices, Authority(f"code:{request.id}", tokens.CODE, "page", request))
     by_id = {s.id: s for s in services}
-    confirm(tx, account, decisions, by_id, renewal_recipients(account, with_sales=False), page_url=None)
-    return ConfirmResult("applied", "", account.name, applied=[describe(d, by_id[d.service_id]) for d in decisions])
+    confirm(tx, account, applied, by_id, renewal_recipients(account, with_sales=False), page_url=None)
+    return ConfirmResult("applied", "", account.name,
+                         applied=[describe(d, by_id[d.service_id]) for d in applied.decisions])

@@ -8,13 +8,16 @@ from typing import Any, Sequence
 
 from sqlalchemy import select
 
+from handlers.billing.common import lock_account
 from handlers.clock import local_date
-from handlers.models import (Account, DecisionAction, Invoice, RenewalDecision, RenewalRequest, Service, ServiceEvent,
-                             ServiceStatus, SlackPost)
+from handlers.models import (Account, DecisionAction, Invoice, RenewalDecision, RenewalRequest, RenewalTerm, Service,
+                             ServiceEvent, ServiceStatus, SlackPost)
+from handlers.money import fmt
 from handlers.outbox import Recipient, queue_email
 from handlers.renewals.grammar import ALL, MAX_YEARS, MIN_YEARS, ParsedReply
-from handlers.renewals.invoicing import context as invoice_context, invoice_of, raise_invoice
+from handlers.renewals.invoicing import context as invoice_context, invoice_of, settle
 from handlers.renewals.occasions import in_cycle
+from handlers.renewals.terms import term_for
 
 
 @dataclass(frozen=True)
@@ -89,39 +92,94 @@ def describe(decision: RenewalDecision, service: Service) -> str:
     return f"renewed {service.name} for {years} year{'s' if years != 1 else ''}"
 
 
-def apply(tx: Any, account: Account, choices: Sequence[Choice], auth: Authority) -> list[RenewalDecision]:
-    """Record each choice, move declined services to ``cancelled`` (a renewal undoes a decline), and
-    tell the sales contact; returns the decisions in the order given."""
-    today = local_date(tx.now, tx.settings.tz)
-    decisions = []
+@dataclass
+class Applied:
+    """What :func:`apply` did: a decision per choice (the standing one when it was already so) and the changes."""
+
+    decisions: list[RenewalDecision] = field(default_factory=list)
+    changed: list[RenewalDecision] = field(default_factory=list)
+    invoice: Invoice | None = None
+    voided: list[Invoice] = field(default_factory=list)
+
+
+def _record(tx: Any, account: Account, c: Choice, years: int | None, auth: Authority) -> RenewalDecision:
+    """One new decision with its status change and history entry."""
+    svc = c.service
+    decision = RenewalDecision(
+        service_id=svc.id, request_id=auth.request.id if auth.request else None, action=c.action,
+        period_years=years, decided_at=tx.now, actor=auth.actor, auth_method=auth.auth_method,
+        channel=auth.channel, inbound_mail_id=auth.inbound_id, for_expiry=svc.expires_on,
+        note=f"for the expiry on {svc.expires_on.isoformat() if svc.expires_on else 'unknown'}")
+    tx.session.add(decision)
+    before = svc.status
+    if c.action == DecisionAction.decline:
+        svc.status = ServiceStatus.cancelled
+    elif svc.status == ServiceStatus.cancelled:
+        today = local_date(tx.now, tx.settings.tz)
+        svc.status = ServiceStatus.expired if svc.expires_on and svc.expires_on < today else ServiceStatus.active
+    what = "renewal declined" if years is None else f"renewal requested for {years} year{'s' if years != 1 else ''}"
+    tx.session.add(ServiceEvent(service_id=svc.id, at=tx.now, from_status=before.value, to_status=svc.status.value,
+                                reason=f"{what} ({auth.auth_method}, by {auth.channel})", actor=auth.actor))
+    tx.session.flush()
+    tx.audit("renewal.decision", subject=svc, account_id=account.id, decided=c.action.value, years=years,
+             auth_method=auth.auth_method, channel=auth.channel, decision=decision.id)
+    return decision
+
+
+def _standing(tx: Any, term: RenewalTerm | None) -> RenewalDecision | None:
+    return tx.session.get(RenewalDecision, term.decision_id) if term is not None and term.decision_id else None
+
+
+def apply(tx: Any, account: Account, choices: Sequence[Choice], auth: Authority) -> Applied:
+    """Record each choice, move declined services to ``cancelled`` (a renewal undoes a decline), settle the
+    renewal invoice and tell the sales contact what they must do now.
+
+    The account is locked first, so repeated or concurrent submits queue; a choice that is already the
+    standing decision for the service's current expiry records nothing (one renewal, one decision, one
+    invoice). A new decision for the same expiry replaces the standing one and its invoice."""
+    lock_account(tx, account.id)
+    out, pending = Applied(), []
     for c in choices:
-        svc = c.service
-        years = (c.years or default_years(svc)) if c.action == DecisionAction.renew else None
-        decision = RenewalDecision(
-            service_id=svc.id, request_id=auth.request.id if auth.request else None, action=c.action,
-            period_years=years, decided_at=tx.now, actor=auth.actor, auth_method=auth.auth_method,
-            channel=auth.channel, inbound_mail_id=auth.inbound_id,
-            note=f"for the expiry on {svc.expires_on.isoformat() if svc.expires_on else 'unknown'}")
-        tx.session.add(decision)
-        before = svc.status
-        if c.action == DecisionAction.decline:
-            svc.status = ServiceStatus.cancelled
-        elif svc.status == ServiceStatus.cancelled:
-            svc.status = ServiceStatus.expired if svc.expires_on and svc.expires_on < today else ServiceStatus.active
-        what = "renewal declined" if years is None else f"renewal requested for {years} year{'s' if years != 1 else ''}"
-        tx.session.add(ServiceEvent(service_id=svc.id, at=tx.now, from_status=before.value, to_status=svc.status.value,
-                                    reason=f"{what} ({auth.auth_method}, by {auth.channel})", actor=auth.actor))
-        tx.session.flush()
-        tx.audit("renewal.decision", subject=svc, account_id=account.id, decided=c.action.value, years=years,
-                 auth_method=auth.auth_method, channel=auth.channel, decision=decision.id)
-        decisions.append(decision)
-    if auth.request is not None and decisions:
+        tx.session.refresh(c.service)  # as the queue ahead of us left it
+        years = (c.years or default_years(c.service)) if c.action == DecisionAction.renew else None
+        term = term_for(tx, c.service) if c.service.expires_on else None
+        standing = _standing(tx, term)
+        if standing is not None and (standing.action, standing.period_years) == (c.action, years):
+            out.decisions.append(standing)
+            continue
+        decision = _record(tx, account, c, years, auth)
+        out.decisions.append(decision)
+        out.changed.append(decision)
+        if term is not None:
+            term.decision_id, term.years = decision.id, years
+            pending.append((decision, term))
+    if not out.changed:
+        return out
+    if auth.request is not None:
+        tx.session.refresh(auth.request)  # counted after the lock: concurrent uses add up
         auth.request.uses += 1
-    if decisions:
-        by_id = {c.service.id: c.service for c in choices}
-        invoice = raise_invoice(tx, account, decisions, by_id)
-        notify_sales(tx, account, decisions, by_id, auth, invoice=invoice)
-    return decisions
+    by_id = {c.service.id: c.service for c in choices}
+    settled = settle(tx, account, pending, by_id)
+    out.invoice, out.voided = settled.invoice, settled.voided
+    now = _for_sales_now(tx, out.changed, [t for _, t in pending])
+    if now:
+        notify_sales(tx, account, now, by_id, auth, invoice=out.invoice)
+    return out
+
+
+def _for_sales_now(tx: Any, changed: Sequence[RenewalDecision], terms: Sequence[RenewalTerm]) -> list[RenewalDecision]:
+    """The decisions the sales contact acts on now: declines, and renewals not waiting for their invoice to be
+    paid (billed by hand, or RENEWDESK_RENEW_BEFORE_PAYMENT). The others are asked for when paid."""
+    by_decision = {t.decision_id: t for t in terms}
+    out = []
+    for d in changed:
+        term = by_decision.get(d.id)
+        waiting = term is not None and term.invoice_id is not None and not tx.settings.sales_before_payment
+        if d.action == DecisionAction.decline or not waiting:
+            out.append(d)
+            if term is not None and d.action == DecisionAction.renew:
+                term.sales_told_at = tx.now
+    return out
 
 
 def _lines(decisions: Sequence[RenewalDecision], services: dict[int, Service]) -> list[dict[str, Any]]:
@@ -132,22 +190,25 @@ def _lines(decisions: Sequence[RenewalDecision], services: dict[int, Service]) -
 
 
 def notify_sales(tx: Any, account: Account, decisions: Sequence[RenewalDecision], services: dict[int, Service],
-                 auth: Authority, invoice: Invoice | None = None) -> str:
-    """Email the account's sales contact (or ``RENEWDESK_SALES_EMAIL``, else post to the staff channel)."""
+                 auth: Authority, invoice: Invoice | None = None, *, paid: bool = False) -> str:
+    """Email the account's sales contact (or ``RENEWDESK_SALES_EMAIL``, else post to the staff channel).
+
+    ``paid``: the renewals' invoice is paid, so they can be renewed at the registry now."""
     lines = _lines(decisions, services)
-    key = f"renewal_sales:{decisions[0].id}"
+    key = f"renewal_sales:{'paid:' if paid else ''}{decisions[0].id}"
     to = (account.sales_contact or tx.settings.sales_email or "").strip()
     if to:
         queue_email(tx, "renewal_sales", {"account_name": account.name, "account_ref": account.ref, "lines": lines,
                                           "actor": auth.actor, "auth_method": auth.auth_method,
                                           "channel": auth.channel, "recipient_name": "",
-                                          "invoice": invoice_context(invoice)},
+                                          "invoice": invoice_context(invoice), "paid": paid},
                     to=[Recipient(to)], account_id=account.id, dedupe_key=key)
         return to
     if tx.settings.slack_channel:
         text = f"Renewal decisions for {account.name} ({account.ref}), by {auth.actor} via {auth.channel}: " + \
             "; ".join(line["text"] for line in lines) + ". Please complete them." + \
-            (f" Invoice {invoice.number} was raised." if invoice is not None else "")
+            (f" Invoice {invoice.number} is paid." if invoice is not None and paid else
+             f" Invoice {invoice.number} was raised." if invoice is not None else "")
         tx.session.add(SlackPost(dedupe_key=key, channel=tx.settings.slack_channel, payload={"text": text},
                                  created_at=tx.now, next_attempt_at=tx.now))
         return f"slack:{tx.settings.slack_channel}"
@@ -155,18 +216,25 @@ def notify_sales(tx: Any, account: Account, decisions: Sequence[RenewalDecision]
     return ""
 
 
-def confirm(tx: Any, account: Account, decisions: Sequence[RenewalDecision], services: dict[int, Service],
+def confirm(tx: Any, account: Account, applied: Applied, services: dict[int, Service],
             to: Sequence[Recipient], *, page_url: str | None, in_reply_to: str | None = None,
             subject: str | None = None) -> None:
-    """The confirmation: exactly the decisions recorded (and their invoice), to the people who should know."""
-    invoice = invoice_context(invoice_of(tx, decisions))
+    """The confirmation: exactly the decisions recorded, their invoice and the invoices they voided, to the
+    people who should know; once per change (a repeated submit that changed nothing sends nothing)."""
+    if not applied.changed:
+        return
+    decisions = applied.decisions
+    invoice = invoice_context(applied.invoice or invoice_of(tx, decisions))
+    voided = [{"number": v.number, "paid": fmt(v.paid_minor, v.currency) if v.paid_minor else ""}
+              for v in applied.voided]
+    anchor = max(d.id for d in applied.changed)
     for r in to:
         queue_email(tx, "renewal_confirmation", {"recipient_name": r.name, "account_name": account.name,
                                                  "lines": _lines(decisions, services), "page_url": page_url,
-                                                 "reply_subject": subject, "invoice": invoice},
+                                                 "reply_subject": subject, "invoice": invoice, "voided": voided},
                     to=[r], account_id=account.id, in_reply_to=in_reply_to,
                     references=[in_reply_to] if in_reply_to else (),
-                    dedupe_key=f"renewal_confirmation:{decisions[0].id}:{r.email.lower()}")
+                    dedupe_key=f"renewal_confirmation:{anchor}:{r.email.lower()}")
 
 
 def current(tx: Any, service_ids: Sequence[int]) -> dict[int, RenewalDecision]:
@@ -183,4 +251,6 @@ def cycle_decision(decision: RenewalDecision | None, service: Service, tz: dt.tz
     """``decision`` if it was made for the service's current expiry, else None."""
     if decision is None or service.expires_on is None:
         return None
+    if decision.for_expiry is not None:
+        return decision if decision.for_expiry == service.expires_on else None
     return decision if in_cycle(decision.decided_at, service.expires_on, tz) else None

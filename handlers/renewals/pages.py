@@ -128,10 +128,10 @@ def submit_page(tx: Any, token: str, form: Mapping[str, str]) -> PageResult:
         auth = Authority(request.created_by, "staff", "page", request)
     else:
         auth = Authority(f"account:{account.id}", tokens.REPLY, "page", request)
-    decisions = apply(tx, account, choices, auth)
+    applied = apply(tx, account, choices, auth)
     services = {c.service.id: c.service for c in choices}
-    confirm(tx, account, decisions, services, renewal_recipients(account, with_sales=False),
+    confirm(tx, account, applied, services, renewal_recipients(account, with_sales=False),
             page_url=tokens.page_url(tx.settings, token.strip().lower()))
     result = _result(tx, request, account, "applied")
-    result.applied = [describe(d, services[d.service_id]) for d in decisions]
+    result.applied = [describe(d, services[d.service_id]) for d in applied.decisions]
     return result

@@ -91,14 +91,18 @@ def _without_noticed(tx: Any, planned: list[Due]) -> list[Due]:
 
 def _without_decided(tx: Any, planned: list[Due]) -> list[Due]:
     """A service whose client already asked for its renewal gets no more reminders for this expiry."""
-    decided: dict[int, list[dt.datetime]] = defaultdict(list)
+    decided: dict[int, list[tuple[dt.datetime, dt.date | None]]] = defaultdict(list)
     for part in chunks([d.service_id for d in planned], CHUNK):
-        for sid, at in tx.session.execute(select(RenewalDecision.service_id, RenewalDecision.decided_at).where(
+        for sid, at, expiry in tx.session.execute(select(
+                RenewalDecision.service_id, RenewalDecision.decided_at, RenewalDecision.for_expiry).where(
                 RenewalDecision.service_id.in_(part), RenewalDecision.action == DecisionAction.renew,
                 RenewalDecision.completed_at.is_(None))):
-            decided[sid].append(at)
+            decided[sid].append((at, expiry))
     tz = tx.settings.tz
-    return [d for d in planned if not any(in_cycle(at, d.expires_on, tz) for at in decided.get(d.service_id, ()))]
+
+    def for_this(at: dt.datetime, expiry: dt.date | None, d: Due) -> bool:
+        return expiry == d.expires_on if expiry is not None else in_cycle(at, d.expires_on, tz)
+    return [d for d in planned if not any(for_this(at, exp, d) for at, exp in decided.get(d.service_id, ()))]
 
 
 # -- sending --------------------------------------------------------------------------------

@@ -71,11 +71,12 @@ def handle_reply(tx: Any, facts: MailFacts, token: str) -> str:
                  understood=res.understood, problems=[p for p, _ in res.problems])
         return (f"{PREFIX} not understood: applied nothing ({len(res.problems)} line(s) not understood, "
                 f"{len(res.understood)} understood); answered with the renewal page")
-    decisions = apply(tx, account, res.choices, Authority(sender.actor, tokens.REPLY, "email", request, facts.inbound_id))
+    applied = apply(tx, account, res.choices, Authority(sender.actor, tokens.REPLY, "email", request, facts.inbound_id))
     by_id = {s.id: s for s in scope}
-    confirm(tx, account, decisions, by_id, [Recipient(facts.sender, facts.sender_name)], page_url=page,
+    confirm(tx, account, applied, by_id, [Recipient(facts.sender, facts.sender_name)], page_url=page,
             in_reply_to=facts.message_id, subject=facts.subject)
-    return f"{PREFIX}: " + "; ".join(describe(d, by_id[d.service_id]) for d in decisions)
+    done = "; ".join(describe(d, by_id[d.service_id]) for d in applied.decisions)
+    return f"{PREFIX}: {done}" if applied.changed else f"{PREFIX}: nothing new, already recorded: {done}"
 
 
 def _forged(facts: MailFacts) -> bool:

@@ -227,6 +227,8 @@ COMMANDS: tuple[Command, ...] = (
     declare("renewals", "renewal confirm ACCOUNT|SERVICE", "email a confirmation request with an activation code",
             STAFF, writes=True),
     declare("renewals", "renewal auto ACCOUNT|SERVICE on|off", "renew and invoice, not ask", BILLING, writes=True),
+    declare("renewals", "renewal done SERVICE [--expires DATE]",
+            "staff completed a renewal by hand: the expiry moves forward", BILLING, writes=True),
     declare("renewals", "forecast [--days 1]", "what the automation will do: reminders, suspensions, removals",
             EVERYONE),
     declare("renewals", "digest", "the daily digest, now", BILLING, writes=True),

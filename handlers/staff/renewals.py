@@ -1,20 +1,24 @@
-"""`renewals due`, `renewal link`, `renewal confirm` and `renewal auto`: what expires soon, an audited renewal
-page link for a client, an emailed confirmation request with an activation code, and automatic renewal."""
+"""`renewals due`, `renewal link`, `renewal confirm`, `renewal auto` and `renewal done`: what expires soon, an
+audited renewal page link for a client, an emailed confirmation request with an activation code, automatic
+renewal, and a renewal staff completed by hand."""
 from __future__ import annotations
 
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from handlers.billing.common import lock_account
 from handlers.errors import Conflict, InvalidInput
 from handlers.models import Invoicing
+from handlers.renewals import terms as term_ops
 from handlers.renewals import tokens
+from handlers.renewals.completion import complete
 from handlers.renewals.confirm import request_confirmation
 from handlers.renewals.listing import RENEWABLE, accounts_of, renewable
 from handlers.renewals.people import renewal_recipients
 from handlers.renewals.reminders import REMINDED
 from handlers.staff.accounts import resolve_account
-from handlers.staff.services import resolve_target
 from handlers.staff.commands import Reply, columns, iso, register
+from handlers.staff.services import resolve_target
 
 if TYPE_CHECKING:
     from handlers.services import Tx
@@ -135,3 +139,46 @@ def renewal_auto(tx: "Tx", args: dict[str, Any]) -> Reply:
                  "renewal contacts are emailed, instead of being asked")
     return Reply("Automatic renewal", text, {"account": account.ref, "on": wanted, "changed": names,
                                              "unchanged": unchanged})
+
+
+def _no_renewal(tx: "Tx", service: Any) -> Conflict:
+    """Why `renewal done` without --expires has nothing to complete."""
+    last = term_ops.last_completed(tx, service.id)
+    if last is not None and last.new_expires_on == service.expires_on:
+        return Conflict(f"the renewal of {service.name} was completed on "
+                        f"{last.completed_at.astimezone(tx.settings.tz):%Y-%m-%d} "
+                        f"({last.completed_by}); it expires on {service.expires_on} now",
+                        hint="renewal done SERVICE --expires DATE sets another expiry")
+    return Conflict(f"no renewal is requested for {service.name}'s expiry on {service.expires_on}; "
+                    "give the new expiry with --expires DATE", hint="renewal done SERVICE [--expires DATE]")
+
+
+@register("renewal done")
+def renewal_done(tx: "Tx", args: dict[str, Any]) -> Reply:
+    """Staff completed a renewal by hand (a service billed by hand, or renewed at the registry): the expiry moves
+    forward by the years decided, or to --expires DATE; the service's history and the audit log say so."""
+    account, service = resolve_target(tx.session, args["service"])
+    if service is None:
+        raise InvalidInput(f"`{args['service']}` is an account; name one of its services",
+                           hint="renewal done SERVICE [--expires DATE]")
+    lock_account(tx, account.id)
+    tx.session.refresh(service)
+    if service.expires_on is None:
+        raise Conflict(f"{service.name} has no expiry date to move")
+    expires = args.get("expires")
+    if expires is not None and expires <= service.expires_on:
+        raise InvalidInput(f"--expires: the new expiry must be after the current one ({service.expires_on}), "
+                           f"not {expires}", hint="renewal done SERVICE [--expires DATE]")
+    term = term_ops.find(tx, service.id, service.expires_on)
+    if expires is None and (term is None or not term.years or term.completed_at is not None):
+        raise _no_renewal(tx, service)
+    if term is None:
+        term = term_ops.term_for(tx, service)
+    old = service.expires_on
+    if complete(tx, term, f"completed by hand ({tx.actor})", new_expiry=expires) is None:
+        raise _no_renewal(tx, service)
+    tx.audit("renewal.done", subject=service, account_id=account.id, expiry=str(old),
+             new_expiry=str(service.expires_on))
+    text = f"{service.name} ({account.name}) renewed: expires {service.expires_on} (was {old})"
+    return Reply("Renewal done", text, {"account": account.ref, "service": service.name, "expiry": iso(old),
+                                        "new_expiry": iso(service.expires_on)})

@@ -26,7 +26,7 @@ EVERY_COMMAND = [
     "invoice list --all", "invoice show INV-1", "invoice paid INV-1", "invoice remind INV-2",
     "charge add acme 3.00 design work", "credit-limit acme 50", "hold acme --until 2026-12-31 talking to them",
     "unhold acme", "forecast", "renewals due", "renewal link acme", "renewal confirm acme", "renewal auto acme on",
-    "digest",
+    "renewal done host --expires 2028-06-01", "digest",
     "inbox", "inbox --quarantined", "inbox retry 1", "inbox attach 1 acme",
     "team list", "team add UNEW readonly", "team remove UNEW",
     "unsuspend acme",  # conflict: not suspended (an answer all the same)

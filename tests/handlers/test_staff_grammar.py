@@ -31,6 +31,7 @@ suspend ACCOUNT|SERVICE [REASON]
 unsuspend ACCOUNT|SERVICE
 renewals due [--days 90] [--account ACCOUNT]
 renewal link ACCOUNT
+renewal done SERVICE [--expires DATE]
 forecast [--days 1]
 hold ACCOUNT [--until DATE] [REASON]
 unhold ACCOUNT
