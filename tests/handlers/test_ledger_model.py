@@ -1,0 +1,141 @@
+"""A model-based test of the ledger: random sequences of money operations, the invariants after each step.
+
+Hypothesis drives one account through invoices issued, payments recorded (spread or for one
+invoice), payments voided, invoices voided, manual charges, credit-limit changes and the
+billing sweeps, with the clock moving forward. After every step, on SQLite and PostgreSQL:
+
+- the balance is what the operations say: payments still standing − invoices not void − charges
+  outside invoices;
+- every invoice's paid amount is the sum of the allocations of payments still standing, never
+  below zero and never beyond its total;
+- no allocation is negative, and an account's credit never is;
+- no open invoice is left that the account's credit could pay;
+- no overdue suspension stays open for an invoice that is paid or void, and no credit-limit
+  suspension stays open for an account within its limit (or with none);
+- nothing of it raises anything but the refusals the operations document.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from sqlalchemy import func, select
+
+from handlers.billing import credit, dunning, ledger, payments
+from handlers.billing import invoices as inv_ops
+from handlers.errors import RenewdeskError
+from handlers.models import (Account, Invoice, InvoiceStatus, LedgerEntry, LedgerKind, Payment, PaymentAllocation, Suspension,
+                             SuspensionReason)
+from tests.handlers.billing_helpers import account, account_id, load
+
+_refs = itertools.count(1)
+AMOUNTS = st.integers(min_value=1, max_value=50_000)
+RULES = ["invoice_notices", "overdue_suspensions", "removals", "credit_limits"]
+
+
+def _machine(services, clock):
+    class Ledger(RuleBasedStateMachine):
+        def __init__(self):
+            super().__init__()
+            self.ref = f"m{next(_refs)}"
+            self.now = dt.datetime(2026, 11, 1, 8, tzinfo=dt.timezone.utc)
+            clock.set(self.now)
+            load(services, account(self.ref, auto_suspend=True, services=[]))
+            self.acc = account_id(services, self.ref)
+
+        def run(self, fn, *args, **kwargs):
+            try:
+                return services.run(fn, *args, actor="test", **kwargs)
+            except RenewdeskError:
+                return None  # a documented refusal (conflict, bad input) changes nothing
+
+        def _ids(self, model, *where):
+            return services.run(lambda tx: list(tx.session.scalars(select(model.id).where(*where).order_by(model.id))),
+                                readonly=True)
+
+        @rule(amount=AMOUNTS, tax=st.integers(min_value=0, max_value=5_000), days=st.integers(0, 30))
+        def issue(self, amount, tax, days):
+            self.run(inv_ops.issue, self.acc, [inv_ops.Line("Work", amount, tax)],
+                     self.now.date() + dt.timedelta(days=days))
+
+        @rule(amount=AMOUNTS, spread=st.booleans(), pick=st.integers(0, 10))
+        def pay(self, amount, spread, pick):
+            if spread:
+                self.run(payments.record, self.acc, amount)
+                return
+            open_ = self._ids(Invoice, Invoice.account_id == self.acc,
+                              Invoice.status.in_([InvoiceStatus.issued, InvoiceStatus.partially_paid]))
+            if open_:
+                number = services.run(lambda tx: tx.session.get(Invoice, open_[pick % len(open_)]).number,
+                                      readonly=True)
+                self.run(payments.record, self.acc, amount, invoices=[number], apply_credit=False)
+
+        @rule(pick=st.integers(0, 10))
+        def void_payment(self, pick):
+            ids = self._ids(Payment, Payment.account_id == self.acc, Payment.method != credit.CREDIT,
+                            Payment.voided_at.is_(None))
+            if ids:
+                self.run(payments.void, ids[pick % len(ids)], "model")
+
+        @rule(pick=st.integers(0, 10))
+        def void_invoice(self, pick):
+            ids = self._ids(Invoice, Invoice.account_id == self.acc, Invoice.status != InvoiceStatus.void)
+            if ids:
+                number = services.run(lambda tx: tx.session.get(Invoice, ids[pick % len(ids)]).number, readonly=True)
+                self.run(inv_ops.void, number, "model")
+
+        @rule(amount=AMOUNTS)
+        def charge(self, amount):
+            self.run(ledger.add_charge, self.acc, amount, "usage")
+
+        @rule(limit=st.none() | st.integers(min_value=-20_000, max_value=20_000))
+        def credit_limit(self, limit):
+            self.run(ledger.set_credit_limit, self.acc, limit)
+
+        @precondition(lambda self: self.now < dt.datetime(2027, 6, 1, tzinfo=dt.timezone.utc))
+        @rule(days=st.integers(1, 20))
+        def sweep(self, days):
+            self.now += dt.timedelta(days=days)
+            clock.set(self.now)
+            dunning.run_rules(services, RULES, self.now, False, [self.acc])
+
+        @invariant()
+        def money_adds_up(self):
+            services.run(self._check, readonly=True)
+
+        def _check(self, tx):
+            acc, s = self.acc, tx.session
+            standing = s.scalar(select(func.coalesce(func.sum(Payment.amount_minor), 0)).where(
+                Payment.account_id == acc, Payment.method != credit.CREDIT, Payment.voided_at.is_(None)))
+            invoiced = s.scalar(select(func.coalesce(func.sum(Invoice.total_minor), 0)).where(
+                Invoice.account_id == acc, Invoice.status != InvoiceStatus.void))
+            charged = s.scalar(select(func.coalesce(func.sum(LedgerEntry.amount_minor), 0)).where(
+                LedgerEntry.account_id == acc, LedgerEntry.kind == LedgerKind.charge,
+                LedgerEntry.invoice_id.is_(None)))
+            assert ledger.balance(tx, acc) == standing - invoiced + charged
+            for inv in s.scalars(select(Invoice).where(Invoice.account_id == acc)):
+                allocated = s.scalar(select(func.coalesce(func.sum(PaymentAllocation.amount_minor), 0)).join(Payment)
+                                     .where(PaymentAllocation.invoice_id == inv.id, Payment.voided_at.is_(None)))
+                assert 0 <= inv.paid_minor == allocated <= inv.total_minor, inv.number
+            smallest = s.scalar(select(func.min(PaymentAllocation.amount_minor)).join(Payment).where(
+                Payment.account_id == acc))
+            assert smallest is None or smallest > 0
+            assert credit.available(tx, acc) >= 0
+            assert credit.covered(tx, acc) == {}, "an open invoice is left that credit could pay"
+            for sus in s.scalars(select(Suspension).where(Suspension.account_id == acc, Suspension.lifted_at.is_(None))):
+                if sus.reason == SuspensionReason.overdue:
+                    inv = s.get(Invoice, sus.invoice_id)
+                    assert inv.status not in (InvoiceStatus.paid, InvoiceStatus.void), sus.dedupe_key
+                if sus.reason == SuspensionReason.credit_limit:
+                    assert ledger.credit_state(tx, s.get(Account, acc)).reached, "suspended within the limit"
+    return Ledger
+
+
+def test_the_ledger_keeps_its_invariants_through_random_operations(services, clock):
+    machine = _machine(services, clock)
+    machine.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None,
+                                         suppress_health_check=list(HealthCheck))
+    machine.TestCase().runTest()
