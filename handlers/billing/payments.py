@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from handlers.billing import recurring
 from handlers.billing.common import OPEN_STATUSES, lock_account, money, open_invoices, send
 from handlers.billing.invoices import status_for
 from handlers.billing.ledger import balance, position
@@ -131,6 +132,8 @@ def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[s
         "balance_after": money(balance(tx, acc.id), cur),
         "replayed": False,
     }
+    for inv in targets:
+        recurring.paid(tx, inv)  # a paid recurring period moves its service's next due date on
     lifted = lift_resolved(tx, acc, why="payment received" + (f" ({ref})" if ref else ""))
     summary["lifted"] = [{"id": s.id, "reason": s.reason.value} for s in lifted]
     tx.audit("payment.record", subject=payment, account_id=acc.id, summary=summary)
