@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from handlers.billing import recurring
 from handlers.billing.common import OPEN_STATUSES, lock_account, money, open_invoices, send
 from handlers.billing.invoices import status_for
-from handlers.billing.ledger import balance, position
+from handlers.billing.ledger import balance, credit
 from handlers.errors import Conflict, InvalidInput
 from handlers.models import AuditEvent, Invoice, LedgerEntry, LedgerKind, Payment, PaymentAllocation
 from handlers.money import fmt
@@ -68,7 +68,7 @@ def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[s
         if earlier is not None:
             return _replay(tx, earlier, acc.id, amount_minor)
     targets = _targets(tx, acc.id, invoices)
-    credit_left = max(0, position(tx, acc.id)) if apply_credit else 0
+    credit_left = credit(tx, acc.id) if apply_credit else 0
     credit_before, pay_left = credit_left, amount_minor
     rows: list[dict[str, Any]] = []
     from_payment: list[tuple[Invoice, int]] = []
@@ -127,7 +127,7 @@ def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[s
         "credit_applied": money(credit_before - credit_left, cur),
         "allocated": money(amount_minor - pay_left, cur),
         "to_credit": money(pay_left, cur),
-        "credit_after": money(max(0, position(tx, acc.id)), cur),
+        "credit_after": money(credit(tx, acc.id), cur),
         "still_due": money(sum(inv.due_minor for inv in targets), cur),
         "balance_after": money(balance(tx, acc.id), cur),
         "replayed": False,

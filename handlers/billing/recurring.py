@@ -27,6 +27,7 @@ from handlers.models import Account, Invoice, InvoiceLine, InvoiceStatus, Servic
 from handlers.money import fmt
 
 if TYPE_CHECKING:
+    from handlers.billing.invoices import Line
     from handlers.billing.rules import Action, Key
     from handlers.services import Tx
 
