@@ -265,7 +265,7 @@ class _Applier:
         if inv is None:
             inv = Invoice(account_id=acc.id, number=ip.number, status=_status_for(ip.total_minor, 0),
                           currency=acc.currency, issued_on=ip.issued_on, due_on=ip.due_on,
-                          total_minor=ip.total_minor, paid_minor=0, created_at=self.tx.now)
+                          total_minor=ip.total_minor, paid_minor=0, origin="import", created_at=self.tx.now)
             inv.lines = [InvoiceLine(position=i, text=line.text, amount_minor=line.amount_minor,
                                      tax_minor=line.tax_minor) for i, line in enumerate(ip.lines, start=1)]
             self.s.add(inv)

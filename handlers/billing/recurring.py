@@ -102,7 +102,8 @@ def invoiced(tx: "Tx", service_id: int, start: dt.date) -> bool:
 
 def due_lines(tx: "Tx", acc: Account) -> dict[dt.date, list[Service]]:
     """The account's services with a period to invoice today, by due date."""
-    day, out = today(tx), {}
+    day = today(tx)
+    out: dict[dt.date, list[Service]] = {}
     for svc in acc.services:
         if not billable(svc, acc):
             continue

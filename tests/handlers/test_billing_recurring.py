@@ -179,6 +179,7 @@ def test_new_invoice_mail_once_per_invoice_and_never_for_imports(services, clock
                            services=[hosting()]),
          account("paper", invoicing="paper", services=[hosting()]))
     assert mails(services, "invoice_new") == []
+    assert services.run(lambda tx: tx.session.scalar(select(Invoice.origin)), readonly=True) == "import"
     sweep(services, clock, "2026-12-18")
     sweep(services, clock, "2026-12-19")
     sent = mails(services, "invoice_new")
