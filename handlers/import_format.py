@@ -12,8 +12,9 @@ import re
 from decimal import Decimal
 from typing import Any, Iterator
 
-from handlers.errors import InvalidInput
 from handlers import import_plans
+from handlers.billing.recurring import normalize_period
+from handlers.errors import InvalidInput
 from handlers.import_plan import (AccountPlan, ChargePlan, ContactPlan, ImportPlan, InvoicePlan, LinePlan, MessagePlan,
                                   ServicePlan, TicketPlan, charge_ledger_ref)
 from handlers.models import PERMISSIONS, SERVICE_KINDS, Invoicing, MessageKind, ServiceStatus, TicketStatus
@@ -31,7 +32,8 @@ ACCOUNT_KEYS = ("ref", "name", "currency", "owner", "contacts", "credit_limit", 
                 "sales_contact", "overdue_notices", "services", "invoices", "charges", "tickets", "plan", "usage")
 OWNER_KEYS = ("email", "name", "email_preferences")
 CONTACT_KEYS = ("email", "name", "permissions", "email_preferences")
-SERVICE_KEYS = ("ref", "kind", "name", "status", "expires_on", "period_years", "price", "auto_renew")
+SERVICE_KEYS = ("ref", "kind", "name", "status", "expires_on", "period_years", "price", "auto_renew", "billing_period",
+                "next_due_on", "product", "server")
 INVOICE_KEYS = ("number", "issued_on", "due_on", "lines", "paid")
 LINE_KEYS = ("text", "amount", "tax")
 CHARGE_KEYS = ("ref", "on", "amount", "text")
@@ -262,9 +264,23 @@ def _service(value: Any, path: str, currency: str, refs: _Unique) -> ServicePlan
     period = o.raw("period_years")
     if period is not None and (isinstance(period, bool) or not isinstance(period, int) or not 1 <= period <= 10):
         raise InvalidInput("must be a whole number of years from 1 to 10", path=o.at("period_years"))
+    billing_period = _billing_period(o)
     return ServicePlan(ref=ref, kind=kind, name=name, status=None if status is None else ServiceStatus(status),
                        expires_on=expires_on, period_years=period, price_minor=o.amount("price", currency),
-                       auto_renew=o.boolean("auto_renew"))
+                       auto_renew=o.boolean("auto_renew"), billing_period=billing_period,
+                       next_due_on=o.date("next_due_on", required=billing_period is not None),
+                       product=o.text("product", max_len=200), server=o.text("server", max_len=200))
+
+
+def _billing_period(o: _Obj) -> str | None:
+    """``"1m"``, ``"3m"``, ``"1y"``...: the price is per this period (recurring invoices)."""
+    raw = o.raw("billing_period")
+    if raw is None:
+        return None
+    try:
+        return normalize_period(raw) if isinstance(raw, str) else normalize_period("")
+    except ValueError as exc:
+        raise InvalidInput(str(exc), path=o.at("billing_period")) from None
 
 
 def _invoice(value: Any, path: str, currency: str, numbers: _Unique) -> InvoicePlan:

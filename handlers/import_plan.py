@@ -35,6 +35,10 @@ class ServicePlan:
     period_years: int | None
     price_minor: int | None
     auto_renew: bool | None
+    billing_period: str | None = None
+    next_due_on: dt.date | None = None
+    product: str | None = None
+    server: str | None = None
 
 
 @dataclass(frozen=True)

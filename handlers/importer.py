@@ -238,7 +238,9 @@ class _Applier:
             status = sp.status or ServiceStatus.active
             svc = Service(ref=sp.ref, kind=sp.kind, name=sp.name or sp.ref, status=status, expires_on=sp.expires_on,
                           period_years=sp.period_years or 1, price_minor=sp.price_minor or 0, currency=acc.currency,
-                          auto_renew=bool(sp.auto_renew), created_at=self.tx.now)
+                          auto_renew=bool(sp.auto_renew), billing_period=sp.billing_period,
+                          next_due_on=sp.next_due_on, due_day=sp.next_due_on.day if sp.next_due_on else None,
+                          product=sp.product, server=sp.server, created_at=self.tx.now)
             acc.services.append(svc)
             self.s.add(svc)
             self.event(svc, None, status)
@@ -246,7 +248,9 @@ class _Applier:
             return
         old = svc.status
         changed = _assign(svc, kind=sp.kind, name=sp.name, status=sp.status, expires_on=sp.expires_on,
-                          period_years=sp.period_years, price_minor=sp.price_minor, auto_renew=sp.auto_renew)
+                          period_years=sp.period_years, price_minor=sp.price_minor, auto_renew=sp.auto_renew,
+                          billing_period=sp.billing_period, next_due_on=sp.next_due_on,
+                          due_day=sp.next_due_on.day if sp.next_due_on else None, product=sp.product, server=sp.server)
         if "status" in changed:
             self.event(svc, old, svc.status)
         self.result.add("services", "updated" if changed else "unchanged")
@@ -263,7 +267,7 @@ class _Applier:
         if inv is None:
             inv = Invoice(account_id=acc.id, number=ip.number, status=_status_for(ip.total_minor, 0),
                           currency=acc.currency, issued_on=ip.issued_on, due_on=ip.due_on,
-                          total_minor=ip.total_minor, paid_minor=0, created_at=self.tx.now)
+                          total_minor=ip.total_minor, paid_minor=0, origin="import", created_at=self.tx.now)
             inv.lines = [InvoiceLine(position=i, text=line.text, amount_minor=line.amount_minor,
                                      tax_minor=line.tax_minor) for i, line in enumerate(ip.lines, start=1)]
             self.s.add(inv)

@@ -124,6 +124,9 @@ class Settings:
     invoice_overdue_days: str = _setting(
         "RENEWDESK_INVOICE_OVERDUE_DAYS", "1,5,10", "days after the pay-by date that overdue notices go out "
         "(comma-separated)")
+    invoice_advance_days: int = _setting(
+        "RENEWDESK_INVOICE_ADVANCE_DAYS", 14, "days before a service's next due date that its recurring invoice is "
+        "issued")
     suspend_after_days: int = _setting(
         "RENEWDESK_SUSPEND_AFTER_DAYS", 3,
         "days after the pay-by date that an account flagged for automatic suspension is suspended")
@@ -342,6 +345,7 @@ def validate(settings: Settings) -> None:
         except ValueError:
             raise SettingsError(f"{env}: whole numbers of days, comma-separated (like 1,5,10), not {value!r}") from None
     for env, number in (("RENEWDESK_SUSPEND_AFTER_DAYS", settings.suspend_after_days),
+                        ("RENEWDESK_INVOICE_ADVANCE_DAYS", settings.invoice_advance_days),
                         ("RENEWDESK_REMOVAL_AFTER_DAYS", settings.removal_after_days),
                         ("RENEWDESK_REMOVAL_WARNING_DAYS", settings.removal_warning_days),
                         ("RENEWDESK_CREDIT_SPENDING_DAYS", settings.credit_spending_days)):

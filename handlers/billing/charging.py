@@ -6,7 +6,9 @@ when the plan covers only part of the month) and its metered usage (the month's 
 the unit price), each line rounded once, half up, to the minor unit. Each line is a ledger
 charge whose ref names the account, month, subscription and line, and the month is closed by a
 ``plan_month`` notice in the same transaction: a re-run, a second scheduler or a restart
-charges nothing twice. After downtime every missed month is charged (charges are owed).
+charges nothing twice. After downtime every missed month is charged (charges are owed). A
+month's charges (of every plan the account was on) go on one invoice, which takes the ledger
+charges over as its own: they are owed once.
 """
 from __future__ import annotations
 
@@ -119,24 +121,40 @@ def describe_month(acc: Account, sub: Subscription, month: dt.date, charges: lis
 
 
 def plan_charges(tx: "Tx", acc: Account, assumed: set["Key"]) -> list["Action"]:
-    """The rule: one action per subscription and ended month not charged yet."""
+    """The rule: one action per ended month not charged yet, for every subscription it has left to charge."""
     from handlers.billing.rules import Action
 
-    actions = []
+    planned = {(k[2], sid) for k in assumed if k[0] == MONTH_KIND for sid in k[3]}
+    by_month: dict[dt.date, list[Subscription]] = {}
     for sub in subscriptions(tx, acc.id):
         for month in due_months(tx, sub):
-            key = (MONTH_KIND, sub.id, label(month))
-            if key in assumed:
-                continue
+            if (label(month), sub.id) not in planned:
+                by_month.setdefault(month, []).append(sub)
+    actions = []
+    for month, subs in sorted(by_month.items()):
+        ids = tuple(sub.id for sub in subs)
 
-            def apply(tx: "Tx", sub_id: int = sub.id, month: dt.date = month) -> str | None:
-                entries = charge_month(tx, acc, sub_id, month)
-                if entries is None:
-                    return None
-                return f"charged {fmt(sum(-e.amount_minor for e in entries), acc.currency)}"
-            text = describe_month(acc, sub, month, month_charges(tx, sub, month))
-            actions.append(Action("plan_charges", acc, key, text, apply))
+        def apply(tx: "Tx", month: dt.date = month, ids: tuple[int, ...] = ids) -> str | None:
+            return charge_and_invoice(tx, acc, month, ids)
+        text = "; ".join(describe_month(acc, sub, month, month_charges(tx, sub, month)) for sub in subs)
+        actions.append(Action("plan_charges", acc, (MONTH_KIND, acc.id, label(month), ids), text, apply))
     return actions
+
+
+def charge_and_invoice(tx: "Tx", acc: Account, month: dt.date, sub_ids: tuple[int, ...]) -> str | None:
+    """Charge the month of each subscription not charged yet, and invoice what was charged on one invoice."""
+    from handlers.billing.invoices import PAY_WITHIN_DAYS, Line, issue
+
+    done = [charge_month(tx, acc, sub_id, month) for sub_id in sub_ids]
+    if all(entries is None for entries in done):
+        return None
+    entries = [e for batch in done if batch for e in batch]
+    total = fmt(sum(-e.amount_minor for e in entries), acc.currency)
+    if not entries:
+        return f"charged {total}"
+    inv = issue(tx, acc.id, [Line(e.text, -e.amount_minor) for e in entries],
+                today(tx) + dt.timedelta(days=PAY_WITHIN_DAYS), origin="plan", charges=entries)
+    return f"charged {total} on invoice {inv.number}"
 
 
 def usage_so_far(tx: "Tx", acc: Account) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 SCHEDULER = "system:scheduler"
 OPEN_STATUSES = (InvoiceStatus.issued, InvoiceStatus.partially_paid)
+CHARGE_ORIGINS = ("charge", "plan")  # invoices of charges already on the ledger (they count against the limit)
 
 
 def today(tx: "Tx") -> dt.date:

@@ -23,8 +23,8 @@ CREDIT = "credit"
 
 def available(tx: "Tx", account_id: int) -> int:
     """The credit on the account: what it has paid beyond its invoices and charges (never negative)."""
-    from handlers.billing.ledger import position
-    return max(0, position(tx, account_id))
+    from handlers.billing.ledger import credit
+    return credit(tx, account_id)
 
 
 def covered(tx: "Tx", account_id: int, invoices: list[Invoice] | None = None) -> dict[int, int]:

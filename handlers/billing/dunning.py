@@ -1,4 +1,4 @@
-"""The billing sweeps: invoice notices, suspension of flagged late payers, removal, month-end plan
+"""The billing sweeps: recurring invoices, invoice notices, suspension of flagged late payers, removal, month-end plan
 charges, credit limits.
 
 Each sweep walks the accounts one transaction per account (the account row locked), so a
@@ -70,6 +70,8 @@ def _sweep(rule: str, description: str) -> Sweep:
                                 description))
 
 
+RECURRING_INVOICES = _sweep("recurring_invoices", "invoices for services billed by period, "
+                            "RENEWDESK_INVOICE_ADVANCE_DAYS before they are due")
 INVOICE_NOTICES = _sweep("invoice_notices", "invoice reminders before the pay-by date, overdue notices after it")
 OVERDUE_SUSPENSIONS = _sweep("overdue_suspensions", "suspend accounts flagged for it once an invoice is overdue")
 REMOVALS = _sweep("removals", "warn before removal, then remove the services of accounts still suspended")

@@ -1,7 +1,10 @@
 """Invoices: issue with a unique number, look up, void, and the reminder or overdue notice about one.
 
-An invoice's charge goes on the ledger when it is issued. Voiding keeps the number, the
-lines and the payments, and reverses the charge: what was already paid becomes credit.
+An invoice's charge goes on the ledger when it is issued; an invoice that bills charges already
+on the ledger (a manual charge, a month's plan charges) takes those entries over instead, so the
+amount is owed once. Issuing emails the "new invoice" mail (not for imported history). Voiding
+keeps the number, the lines and the payments, and reverses the charge: what was already paid
+becomes credit.
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ if TYPE_CHECKING:
 NUMBER_PREFIX = "INV-"
 NUMBER_START = 1000       # the first number issued is INV-1001
 _SEQUENCE_KEY = "invoice_number"
+PAY_WITHIN_DAYS = 14      # a charge's invoice (manual or month-end plan charges) is due this many days after issue
+NEW_INVOICE = "invoice_new"
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class Line:
     amount_minor: int
     tax_minor: int = 0
     service_id: int | None = None
+    period_start: dt.date | None = None  # a recurring line: the due date of the period it bills
 
 
 def next_number(tx: "Tx") -> str:
@@ -62,38 +68,59 @@ def next_number(tx: "Tx") -> str:
 
 
 def issue(tx: "Tx", account_id: int, lines: Sequence[Line], due_on: dt.date, *,
-          issued_on: dt.date | None = None, number: str | None = None, use_credit: bool = True) -> Invoice:
-    """Issue an invoice with its lines and tax, and put its charge on the ledger.
+          issued_on: dt.date | None = None, number: str | None = None, origin: str = "invoice",
+          charges: Sequence[LedgerEntry] = (), notify: bool = True, use_credit: bool = True) -> Invoice:
+    """Issue an invoice with its lines and tax, put its charge on the ledger, let credit pay it, and email it.
 
+    ``charges``: ledger charges the invoice bills (they must add up to its total); they become the
+    invoice's charge instead of a new one. ``notify=False`` sends no "new invoice" mail (history).
     Credit on the account pays it (and any older open invoice) at once unless ``use_credit`` is off.
     """
     acc = lock_account(tx, account_id)
+    _check(tx, lines, due_on, issued_on := issued_on or today(tx), number)
+    inv = Invoice(account_id=acc.id, number=number or next_number(tx), currency=acc.currency,
+                  issued_on=issued_on, due_on=due_on, total_minor=sum(ln.amount_minor + ln.tax_minor for ln in lines),
+                  paid_minor=0, status=InvoiceStatus.issued, origin=origin, created_at=tx.now)
+    inv.lines = [InvoiceLine(position=i, text=ln.text, amount_minor=ln.amount_minor, tax_minor=ln.tax_minor,
+                             service_id=ln.service_id, period_start=ln.period_start)
+                 for i, ln in enumerate(lines, start=1)]
+    tx.session.add(inv)
+    tx.session.flush()
+    if charges:
+        if -sum(e.amount_minor for e in charges) != inv.total_minor:
+            raise InvalidInput("lines: the invoice must add up to the charges it bills")
+        for entry in charges:
+            entry.invoice_id = inv.id
+    else:
+        tx.session.add(LedgerEntry(account_id=acc.id, at=tx.now, kind=LedgerKind.charge,
+                                   amount_minor=-inv.total_minor, currency=acc.currency, text=f"Invoice {inv.number}",
+                                   source="invoice", invoice_id=inv.id, actor=tx.actor))
+    tx.session.flush()
+    tx.audit("invoice.issue", subject=inv, account_id=acc.id, number=inv.number, origin=origin,
+             total=money(inv.total_minor, inv.currency), due_on=due_on.isoformat())
+    if use_credit:
+        from handlers.billing.credit import apply_credit
+        apply_credit(tx, acc, why=f"invoice {inv.number} issued")
+    if notify:
+        announce(tx, acc, inv)
+    return inv
+
+
+def _check(tx: "Tx", lines: Sequence[Line], due_on: dt.date, issued_on: dt.date, number: str | None) -> None:
     if not lines:
         raise InvalidInput("lines: an invoice needs at least one line")
     for i, ln in enumerate(lines):
         if ln.amount_minor < 0 or ln.tax_minor < 0:
             raise InvalidInput("must not be negative", path=f"lines[{i}]")
-    issued_on = issued_on or today(tx)
     if due_on < issued_on:
         raise InvalidInput(f"the pay-by date {due_on} is before the issue date {issued_on}", path="due_on")
     if number is not None and tx.session.scalar(select(Invoice.id).where(Invoice.number == number)):
         raise Conflict(f"invoice {number} exists already")
-    inv = Invoice(account_id=acc.id, number=number or next_number(tx), currency=acc.currency,
-                  issued_on=issued_on, due_on=due_on, total_minor=sum(ln.amount_minor + ln.tax_minor for ln in lines),
-                  paid_minor=0, status=InvoiceStatus.issued, created_at=tx.now)
-    inv.lines = [InvoiceLine(position=i, text=ln.text, amount_minor=ln.amount_minor, tax_minor=ln.tax_minor,
-                             service_id=ln.service_id) for i, ln in enumerate(lines, start=1)]
-    tx.session.add(inv)
-    tx.session.flush()
-    tx.session.add(LedgerEntry(account_id=acc.id, at=tx.now, kind=LedgerKind.charge, amount_minor=-inv.total_minor,
-                               currency=acc.currency, text=f"Invoice {inv.number}", source="invoice",
-                               invoice_id=inv.id, actor=tx.actor))
-    tx.audit("invoice.issue", subject=inv, account_id=acc.id, number=inv.number,
-             total=money(inv.total_minor, inv.currency), due_on=due_on.isoformat())
-    if use_credit:
-        from handlers.billing.credit import apply_credit
-        apply_credit(tx, acc, why=f"invoice {inv.number} issued")
-    return inv
+
+
+def announce(tx: "Tx", acc: Account, inv: Invoice) -> str:
+    """The "new invoice" mail to the billing recipients, once per invoice; the outcome word."""
+    return send(tx, acc, NEW_INVOICE, {"invoice": invoice_context(inv, today(tx))}, f"invoice:{inv.id}:new")
 
 
 def find(tx: "Tx", number: str) -> Invoice:

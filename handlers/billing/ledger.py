@@ -5,7 +5,9 @@ manual and usage charges, credits, and the reversal of a voided invoice. The bal
 sum. Invoices follow their own pay-by dates (reminders, overdue notices, suspension of flagged
 accounts); the credit limit watches the rest, the *position*: the balance with what is still
 open on invoices left out. Money paid beyond the invoices is credit; usage and manual charges
-eat into it.
+eat into it. A charge is invoiced (its ledger entry becomes the invoice's charge), and still
+counts against the credit limit until that invoice is paid: the position leaves out only the
+other invoices.
 """
 from __future__ import annotations
 
@@ -13,15 +15,17 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
-from handlers.billing.common import OPEN_STATUSES, lock_account, money
+from handlers.billing.common import CHARGE_ORIGINS, OPEN_STATUSES, lock_account, money, today
 from handlers.errors import InvalidInput
 from handlers.models import Account, Invoice, LedgerEntry, LedgerKind
 from handlers.money import fmt
 
 if TYPE_CHECKING:
     from handlers.services import Tx
+
+CHARGE_SOURCES = ("manual", "plan")  # ledger charges that are spending, invoiced or not
 
 
 def balance(tx: "Tx", account_id: int) -> int:
@@ -30,15 +34,31 @@ def balance(tx: "Tx", account_id: int) -> int:
                              .where(LedgerEntry.account_id == account_id)) or 0
 
 
-def open_due(tx: "Tx", account_id: int) -> int:
-    """What is left to pay on the account's open invoices."""
-    return tx.session.scalar(select(func.coalesce(func.sum(Invoice.total_minor - Invoice.paid_minor), 0)).where(
-        Invoice.account_id == account_id, Invoice.status.in_(OPEN_STATUSES))) or 0
+def open_due(tx: "Tx", account_id: int, *, charges: bool = True) -> int:
+    """What is left to pay on the account's open invoices (``charges=False``: not counting invoiced charges)."""
+    q = select(func.coalesce(func.sum(Invoice.total_minor - Invoice.paid_minor), 0)).where(
+        Invoice.account_id == account_id, Invoice.status.in_(OPEN_STATUSES))
+    if not charges:
+        q = q.where(Invoice.origin.not_in(CHARGE_ORIGINS))
+    return tx.session.scalar(q) or 0
 
 
 def position(tx: "Tx", account_id: int) -> int:
-    """The balance outside open invoices: credit when positive, usage owed when negative."""
+    """The balance outside open invoices: credit when positive, charges and usage owed when negative.
+
+    Invoiced charges stay in: a charge counts against the credit limit until it is paid.
+    """
+    return balance(tx, account_id) + open_due(tx, account_id, charges=False)
+
+
+def unallocated(tx: "Tx", account_id: int) -> int:
+    """Money paid and not yet used by any charge or invoice; negative when charges not yet invoiced exceed it."""
     return balance(tx, account_id) + open_due(tx, account_id)
+
+
+def credit(tx: "Tx", account_id: int) -> int:
+    """Money paid and not yet used by any charge or invoice: what credit applies to open invoices."""
+    return max(0, unallocated(tx, account_id))
 
 
 def daily_spending(tx: "Tx", account_id: int, at: dt.datetime | None = None) -> float:
@@ -47,7 +67,8 @@ def daily_spending(tx: "Tx", account_id: int, at: dt.datetime | None = None) -> 
     days = tx.settings.credit_spending_days
     spent = tx.session.scalar(select(func.coalesce(func.sum(LedgerEntry.amount_minor), 0)).where(
         LedgerEntry.account_id == account_id, LedgerEntry.kind == LedgerKind.charge,
-        LedgerEntry.invoice_id.is_(None), LedgerEntry.at > at - dt.timedelta(days=days),
+        or_(LedgerEntry.invoice_id.is_(None), LedgerEntry.source.in_(CHARGE_SOURCES)),
+        LedgerEntry.at > at - dt.timedelta(days=days),
         LedgerEntry.at <= at)) or 0
     return max(0, -spent) / days
 
@@ -81,7 +102,9 @@ def credit_state(tx: "Tx", acc: Account, at: dt.datetime | None = None) -> Credi
 
 def add_charge(tx: "Tx", account_id: int, amount_minor: int, text: str, *, source: str = "manual",
                ref: str | None = None) -> LedgerEntry:
-    """A charge on the ledger (money the client owes), outside any invoice."""
+    """A charge (money the client owes), invoiced at once: the entry is the invoice's charge, owed once."""
+    from handlers.billing.invoices import PAY_WITHIN_DAYS, Line, issue
+
     acc = lock_account(tx, account_id)
     if amount_minor <= 0:
         raise InvalidInput("AMOUNT: a charge must be more than zero")
@@ -93,6 +116,8 @@ def add_charge(tx: "Tx", account_id: int, amount_minor: int, text: str, *, sourc
     tx.session.flush()
     tx.audit("ledger.charge", subject=entry, account_id=acc.id, amount=money(amount_minor, acc.currency),
              text=entry.text)
+    issue(tx, acc.id, [Line(entry.text, amount_minor)], today(tx) + dt.timedelta(days=PAY_WITHIN_DAYS),
+          origin="charge", charges=[entry])
     return entry
 
 

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from handlers.billing import recurring
 from handlers.billing.common import OPEN_STATUSES, lock_account, money, open_invoices, send
 from handlers.billing.credit import CREDIT
 from handlers.billing.invoices import status_for
-from handlers.billing.ledger import balance, position
+from handlers.billing.ledger import balance, credit, unallocated
 from handlers.errors import Conflict, InvalidInput, NotFound
 from handlers.models import (Account, AuditEvent, Invoice, InvoiceStatus, LedgerEntry, LedgerKind, Payment,
                              PaymentAllocation)
@@ -63,6 +64,8 @@ def after_paid(tx: "Tx", acc: Account, invoices: Sequence[Invoice], *, why: str)
     """What follows money reaching invoices: paid renewal invoices complete their renewals, suspensions they
     resolve are lifted; the suspensions lifted."""
     from handlers.billing.suspensions import lift_resolved
+    for inv in invoices:
+        recurring.paid(tx, inv)  # a paid recurring period moves its service's next due date on
     _completed(tx, invoices)
     return lift_resolved(tx, acc, why=why)
 
@@ -89,7 +92,7 @@ def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[s
         if earlier is not None:
             return _replay(tx, earlier, acc.id, amount_minor)
     targets = _targets(tx, acc.id, invoices)
-    credit_left = max(0, position(tx, acc.id)) if apply_credit else 0
+    credit_left = credit(tx, acc.id) if apply_credit else 0
     credit_before, pay_left = credit_left, amount_minor
     rows: list[dict[str, Any]] = []
     from_payment: list[tuple[Invoice, int]] = []
@@ -151,7 +154,7 @@ def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[s
         "allocated": money(amount_minor - pay_left, cur),
         "to_credit": money(pay_left, cur),
         "credit_then_paid": [{"number": inv.number, "amount": money(part, cur)} for inv, part in then],
-        "credit_after": money(max(0, position(tx, acc.id)), cur),
+        "credit_after": money(credit(tx, acc.id), cur),
         "still_due": money(sum(inv.due_minor for inv in targets), cur),
         "balance_after": money(balance(tx, acc.id), cur),
         "replayed": False,
@@ -264,14 +267,14 @@ def void(tx: "Tx", payment_id: int, reason: str) -> dict[str, Any]:
     if row.voided_at is not None:
         raise Conflict(f"payment #{row.id} was voided already on {row.voided_at.date()} by {row.voided_by}: "
                        f"{row.void_reason}")
-    before = position(tx, acc.id)
+    before = unallocated(tx, acc.id)
     reopened = _reverse_allocations(tx, row)
     row.voided_at, row.voided_by, row.void_reason = tx.now, tx.actor, reason
     tx.session.add(LedgerEntry(account_id=acc.id, at=tx.now, kind=LedgerKind.payment, amount_minor=-row.amount_minor,
                                currency=row.currency, text=f"Payment #{row.id} voided: {reason}", source="manual",
                                payment_id=row.id, actor=tx.actor))
     tx.session.flush()
-    shortfall = max(0, -position(tx, acc.id)) - max(0, -before)
+    shortfall = max(0, -unallocated(tx, acc.id)) - max(0, -before)
     reopened += _unwind_credit(tx, acc, shortfall)
     reapplied = apply_credit(tx, acc, why=f"payment #{row.id} voided")
     cur = acc.currency

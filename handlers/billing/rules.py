@@ -58,6 +58,11 @@ def _to(acc: Account, *, dunning: bool) -> str:
     return NO_EMAIL[reason] if reason else "to " + ", ".join(r.email for r in billing_recipients(acc))
 
 
+def recipients_text(acc: Account) -> str:
+    """Who an account's billing mail (not reminders) goes to, or why none, for a sweep's line."""
+    return _to(acc, dunning=False)
+
+
 # -- invoice reminders and overdue notices ----------------------------------------------------
 
 def occasions(tx: "Tx", inv: Invoice) -> list[tuple[str, str, dt.date]]:
@@ -264,6 +269,12 @@ def credit_limits(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
     return [Action("credit_limits", acc, key, text, warn)]
 
 
+def recurring_invoices(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
+    """Invoices for services billed by period, ahead of their due date (see :mod:`handlers.billing.recurring`)."""
+    from handlers.billing.recurring import recurring_invoices as rule
+    return rule(tx, acc, assumed)
+
+
 def plan_charges(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
     """Month-end charges from the account's charging plan (see :mod:`handlers.billing.charging`)."""
     from handlers.billing.charging import plan_charges as rule
@@ -276,8 +287,10 @@ def renewal_automation(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action
     return plan_account(tx, acc, assumed)
 
 
-# the order of a sweep: month-end charges come before the credit limit they count against
+# the order of a sweep: recurring invoices come before the notices about them, month-end charges
+# before the credit limit they count against
 RULES: dict[str, Callable[["Tx", Account, set[Key]], list[Action]]] = {
+    "recurring_invoices": recurring_invoices,
     "invoice_notices": invoice_notices,
     "overdue_suspensions": overdue_suspensions,
     "removals": removals,

@@ -119,6 +119,13 @@ class Service(Base):
     price_minor: Mapped[int] = mapped_column(Minor, default=0)
     currency: Mapped[str] = mapped_column(String(3))
     auto_renew: Mapped[bool] = mapped_column(Boolean, default=False)
+    # recurring invoicing: the price is per period ("1m", "3m", "1y"); the period from next_due_on is
+    # invoiced RENEWDESK_INVOICE_ADVANCE_DAYS before it, and paying moves next_due_on on by a period
+    billing_period: Mapped[Optional[str]] = mapped_column(String(8))
+    next_due_on: Mapped[Optional[dt.date]] = mapped_column(Date)
+    due_day: Mapped[Optional[int]] = mapped_column(Integer)  # the day of month due dates keep (31: month ends)
+    product: Mapped[Optional[str]] = mapped_column(String(200))
+    server: Mapped[Optional[str]] = mapped_column(String(200))
     created_at: Mapped[dt.datetime]
 
     account: Mapped[Account] = relationship(back_populates="services")

@@ -38,6 +38,9 @@ class Invoice(Base):
     total_minor: Mapped[int] = mapped_column(Minor, default=0)  # lines + tax
     paid_minor: Mapped[int] = mapped_column(Minor, default=0)
     void_reason: Mapped[Optional[str]] = mapped_column(Text)
+    # what raised it: invoice (staff or code) | renewal | recurring | charge | plan | import; "charge" and
+    # "plan" invoices bill charges already on the ledger, which count against the credit limit
+    origin: Mapped[str] = mapped_column(String(16), default="invoice", server_default="invoice")
     created_at: Mapped[dt.datetime]
 
     lines: Mapped[list["InvoiceLine"]] = relationship(
@@ -50,7 +53,8 @@ class Invoice(Base):
 
 class InvoiceLine(Base):
     __tablename__ = "invoice_line"
-    __table_args__ = (UniqueConstraint("invoice_id", "position"),)
+    # a service's recurring period is invoiced once: the key a second or concurrent sweep runs into
+    __table_args__ = (UniqueConstraint("invoice_id", "position"), UniqueConstraint("service_id", "period_start"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     invoice_id: Mapped[int] = mapped_column(ForeignKey("invoice.id", ondelete="CASCADE"))
@@ -59,6 +63,7 @@ class InvoiceLine(Base):
     amount_minor: Mapped[int] = mapped_column(Minor)
     tax_minor: Mapped[int] = mapped_column(Minor, default=0)
     service_id: Mapped[Optional[int]] = mapped_column(ForeignKey("service.id", ondelete="SET NULL"))
+    period_start: Mapped[Optional[dt.date]] = mapped_column(Date)  # recurring lines: the period's due date
 
     invoice: Mapped[Invoice] = relationship(back_populates="lines")
 

@@ -1,13 +1,17 @@
-"""Staff billing commands: `invoice list|show|paid|remind|void`, `payment record`, `charge add`, `credit-limit`."""
+"""Staff billing commands: `invoice list|show|create|paid|remind|void`, `payment record`, `charge add`,
+`credit-limit`."""
 from __future__ import annotations
 
+import datetime as dt
+from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from handlers.billing import invoices as inv_ops
 from handlers.billing import ledger, payments
-from handlers.billing.common import OPEN_STATUSES, money
+from handlers.billing.common import OPEN_STATUSES, billing_recipients, money
+from handlers.errors import InvalidInput
 from handlers.models import Account, Invoice, InvoiceStatus
 from handlers.money import fmt, to_minor
 from handlers.staff.accounts import resolve_account
@@ -84,6 +88,42 @@ def _how(tx: "Tx", args: dict[str, Any]) -> dict[str, Any]:
     return how
 
 
+def tax_of(amount_minor: int, rate: Decimal) -> int:
+    """``rate`` percent of an amount in minor units, rounded half up to a whole minor unit (no float)."""
+    return int((Decimal(amount_minor) * rate / 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _usage(name: str) -> str:
+    from handlers.staff.grammar import COMMANDS
+    return next(c for c in COMMANDS if c.name == name).hint()
+
+
+@register("invoice create")
+def invoice_create(tx: "Tx", args: dict[str, Any]) -> Reply:
+    """An invoice for ad-hoc work: one line, tax at RATE percent, pay by DATE (default in 14 days)."""
+    acc = resolve_account(tx.session, args["account"])
+    amount = to_minor(args["amount"], acc.currency, path="AMOUNT")
+    if amount <= 0:
+        raise InvalidInput("AMOUNT: an invoice must be more than zero", hint=_usage("invoice create"))
+    rate: Decimal = args.get("tax") or Decimal(0)
+    day = today(tx)
+    due: dt.date = args.get("due") or day + dt.timedelta(days=inv_ops.PAY_WITHIN_DAYS)
+    if due < day:
+        raise InvalidInput(f"--due: {due} is before the issue date {day}", hint=_usage("invoice create"))
+    text = args["text"].strip()
+    inv = inv_ops.issue(tx, acc.id, [inv_ops.Line(text, amount, tax_of(amount, rate))], due)
+    tx.audit("invoice.create", subject=inv, account_id=acc.id, number=inv.number, text=text,
+             amount=money(amount, acc.currency), tax_rate=str(rate), total=money(inv.total_minor, acc.currency))
+    cur, to = acc.currency, [r.email for r in billing_recipients(acc)]
+    tax = inv.lines[0].tax_minor
+    data = _invoice_json(inv, acc, day) | {"net": money(amount, cur), "tax": money(tax, cur), "tax_rate": str(rate),
+                                           "text": text, "emailed_to": to}
+    mailed = f"emailed to {', '.join(to)}" if to else "not emailed (paper invoicing or no billing contact)"
+    return Reply(title=f"invoice {inv.number}", data=data, text=(
+        f"invoice {inv.number} for {acc.name}: {text} {fmt(amount, cur)} + tax {fmt(tax, cur)} ({rate}%) = "
+        f"{fmt(inv.total_minor, cur)}, pay by {due}; {mailed}"))
+
+
 @register("invoice paid")
 def invoice_paid(tx: "Tx", args: dict[str, Any]) -> Reply:
     """A payment for one invoice: the amount left unless AMOUNT says less (the rest stays due)."""
@@ -104,7 +144,6 @@ def invoice_remind(tx: "Tx", args: dict[str, Any]) -> Reply:
     inv, kind = inv_ops.remind(tx, args["n"])
     label = "reminder" if kind == "invoice_reminder" else "overdue notice"
     acc = tx.session.get(Account, inv.account_id)
-    from handlers.billing.common import billing_recipients
     to = [r.email for r in billing_recipients(acc)]
     return Reply(title=f"invoice {inv.number}", text=f"{label} for {inv.number} queued to {', '.join(to)}",
                  data={"number": inv.number, "kind": kind, "to": to})
@@ -135,17 +174,19 @@ def payment_record(tx: "Tx", args: dict[str, Any]) -> Reply:
 
 @register("charge add")
 def charge_add(tx: "Tx", args: dict[str, Any]) -> Reply:
-    """A manual charge on the ledger (design work, a one-off fee)."""
+    """A manual charge (design work, a one-off fee), invoiced at once."""
     acc = resolve_account(tx.session, args["account"])
     entry = ledger.add_charge(tx, acc.id, to_minor(args["amount"], acc.currency, path="AMOUNT"), args["text"])
+    inv = tx.session.get(Invoice, entry.invoice_id)
     state = ledger.credit_state(tx, acc)
-    text = f"charged {acc.name} {fmt(-entry.amount_minor, acc.currency)}: {entry.text}\n" \
-           + ledger.describe(state, acc.currency)
+    text = f"charged {acc.name} {fmt(-entry.amount_minor, acc.currency)}: {entry.text} " \
+           f"(invoice {inv.number}, pay by {inv.due_on})\n" + ledger.describe(state, acc.currency)
     if state.reached:
         text += "\nthe credit limit is reached: the next sweep suspends the account unless it is held or paid"
     return Reply(title=f"charge for {acc.name}", text=text, data={
         "id": entry.id, "account": {"id": acc.id, "name": acc.name}, "amount": money(-entry.amount_minor, acc.currency),
-        "text": entry.text, "balance": money(ledger.balance(tx, acc.id), acc.currency),
+        "text": entry.text, "invoice": inv.number, "due_on": iso(inv.due_on),
+        "balance": money(ledger.balance(tx, acc.id), acc.currency),
         "position": money(state.position, acc.currency), "limit_reached": state.reached})
 
 

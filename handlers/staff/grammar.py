@@ -6,6 +6,7 @@ import difflib
 import re
 import shlex
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Callable, Sequence
 
 from handlers.errors import InvalidInput
@@ -112,6 +113,15 @@ def _amount(raw: str) -> str:
     return raw.strip()
 
 
+def _rate(raw: str) -> Decimal:
+    """A tax rate in percent: ``21``, ``7.5`` (a trailing ``%`` is allowed), from 0 to 100."""
+    m = re.fullmatch(r"(\d{1,3}(?:\.\d{1,4})?)\s*%?", raw.strip(), re.A)
+    value = Decimal(m[1]) if m else Decimal(-1)
+    if not 0 <= value <= 100:
+        raise ValueError("not a tax rate in percent (21 or 7.5)")
+    return value
+
+
 def _invoice_list(raw: str) -> list[str]:
     return [_invoice_number(part) for part in raw.split(",") if part.strip()] or [_invoice_number("")]
 
@@ -126,7 +136,7 @@ TYPES: dict[str, Callable[[str], Any]] = {
     "T": _ticket_id, "P": _payment_id, "ID": _positive_int, "N": _invoice_number, "AMOUNT": _amount, "DATE": _date,
     "DAYS": _positive_int, "ROLE": _role, "SLACK_USER_ID": slack_user_id,
     "@staff": lambda raw: "me" if raw.strip().lower() == "me" else slack_user_id(raw),
-    "N,N,...": _invoice_list,
+    "N,N,...": _invoice_list, "RATE": _rate,
 }
 
 
@@ -202,6 +212,9 @@ COMMANDS: tuple[Command, ...] = (
     declare("billing", "invoice list [--due|--overdue|--paid|--all] [--account ACCOUNT]",
             "invoices, due ones unless asked otherwise", EVERYONE),
     declare("billing", "invoice show N", "an invoice with its lines, tax and payments", EVERYONE),
+    declare("billing", "invoice create ACCOUNT AMOUNT TEXT [--tax RATE] [--due DATE]",
+            "an invoice for ad-hoc work: tax in percent, pay by DATE (default in 14 days); emailed", BILLING,
+            writes=True),
     declare("billing", "invoice paid N [AMOUNT] [--ref REF] [--method METHOD] [--received DATE]",
             "records a payment; a partial amount leaves the rest due", BILLING, writes=True),
     declare("billing", "invoice remind N", "sends the reminder now", BILLING, writes=True),
@@ -212,7 +225,7 @@ COMMANDS: tuple[Command, ...] = (
     declare("billing", "payment list ACCOUNT", "payments with their allocations, voided ones too", EVERYONE),
     declare("billing", "payment void P REASON", "reverses a payment: its invoices reopen, the ledger says why",
             BILLING, destructive=True),
-    declare("billing", "charge add ACCOUNT AMOUNT TEXT", "manual charge on the ledger", BILLING, writes=True),
+    declare("billing", "charge add ACCOUNT AMOUNT TEXT", "manual charge, invoiced at once", BILLING, writes=True),
     declare("billing", "credit-limit ACCOUNT AMOUNT|none", "set the credit limit (may be negative), or none for no limit",
             BILLING, writes=True),
     declare("services", "suspend ACCOUNT|SERVICE [REASON]", "reason-coded; emails the client", BILLING,

@@ -68,7 +68,7 @@ def test_exact_amounts_each_line_rounded_once_and_charged_once(services, clock):
     assert texts[0] == "Hosting Pro monthly fee, 2026-11 (21 of 30 days, from 2026-11-10)"
     assert "Bandwidth, 2026-11: 1234.567891 GB at 0.0125 EUR" in texts
     assert any(line.startswith("plan_charges: Meter Ltd: month-end charges for 2026-11 on plan Hosting Pro:")
-               and line.endswith("total 35.41 EUR; charged 35.41 EUR") for line in lines)
+               and line.endswith("total 35.41 EUR; charged 35.41 EUR on invoice INV-1001") for line in lines)
     for day in ("2026-12-01", "2026-12-02", "2026-12-31"):
         sweep(services, clock, day)
     assert len(_charges(services)) == 4 and _months(services) == ["2026-11"]
@@ -135,10 +135,11 @@ def test_month_end_charges_push_the_account_over_its_credit_limit(services, cloc
     sweep(services, clock, "2026-11-30")
     assert state(services, "meter")["status"] == "active" and mails(services) == []
     sweep(services, clock, "2026-12-01")
-    assert state(services, "meter")["suspensions"] == [] and [m[0] for m in mails(services)] == ["credit_warning"]
+    assert state(services, "meter")["suspensions"] == [] and [m[0] for m in mails(services)] == ["invoice_new",
+                                                                                               "credit_warning"]
     sweep(services, clock, "2026-12-02")
     assert state(services, "meter")["suspensions"] == [("credit_limit", True)]
-    assert [m[0] for m in mails(services)] == ["credit_warning", "suspension_notice"]
+    assert [m[0] for m in mails(services)] == ["invoice_new", "credit_warning", "suspension_notice"]
 
 
 def test_month_end_charges_never_suspend_an_account_with_automatic_suspension_off(services, clock):
@@ -146,7 +147,7 @@ def test_month_end_charges_never_suspend_an_account_with_automatic_suspension_of
     services.run(import_document, _doc(limit="30.00"), actor="test")
     for day in ("2026-12-01", "2026-12-02", "2026-12-09"):
         sweep(services, clock, day)
-    assert state(services, "meter")["suspensions"] == [] and [m[0] for m in mails(services)] == ["credit_warning"]
+    assert state(services, "meter")["suspensions"] == [] and [m[0] for m in mails(services)] == ["invoice_new", "credit_warning"]
 
 
 def test_month_end_charges_bring_a_credit_warning(services, clock):
@@ -154,7 +155,7 @@ def test_month_end_charges_bring_a_credit_warning(services, clock):
     services.run(import_document, _doc(limit="40.00"), actor="test")
     lines = sweep(services, clock, "2026-12-01")
     assert state(services, "meter")["status"] == "active"
-    assert [m[0] for m in mails(services)] == ["credit_warning"]
+    assert [m[0] for m in mails(services)] == ["invoice_new", "credit_warning"]
     assert any("credit warning, limit reached in about 3.9 days at 1.18 EUR a day" in line for line in lines)
 
 

@@ -22,7 +22,7 @@ from handlers.billing import payments
 from handlers.errors import Conflict, InvalidInput
 from handlers.models import Invoice, LedgerEntry, Payment, PaymentAllocation
 from handlers.staff import execute
-from tests.handlers.billing_helpers import account, account_id, invoice, load, mails, state, sweep
+from tests.handlers.billing_helpers import account, account_id, at, invoice, load, mails, state, sweep
 
 
 def _late(services, **extra):
@@ -127,7 +127,8 @@ def test_a_charge_without_a_credit_limit_never_suspends(services, clock):
 
 def test_a_limit_set_to_none_lifts_a_credit_suspension(services, clock):
     load(services, account("acme", auto_suspend=True, credit_limit="0.00"))
-    execute(services, "charge add acme 5 fee", as_user=None)
+    clock.set(at("2026-12-08", 7))
+    execute(services, "charge add acme 5 fee", as_user=None)  # invoiced, pay by 2026-12-22
     sweep(services, clock, "2026-12-08")
     assert state(services, "acme")["suspensions"] == []  # the warning first
     assert [m[0] for m in mails(services) if m[0] == "credit_warning"] == ["credit_warning"]

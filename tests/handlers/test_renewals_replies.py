@@ -78,7 +78,7 @@ def test_renew_and_decline_are_recorded_confirmed_and_sent_to_sales(services, ac
         assert [(e.from_status, e.to_status) for e in events] == [("active", "active"), ("active", "cancelled")]
         assert events[0].reason == "renewal requested for 2 years (reply_token, by email)"
     by_intent = {m.intent: m for m in sent_after_reminders(services)}
-    assert sorted(by_intent) == ["renewal_confirmation", "renewal_sales"]
+    assert sorted(by_intent) == ["invoice_new", "renewal_confirmation", "renewal_sales"]  # the renewal's invoice
     confirmation, sales = by_intent["renewal_confirmation"], by_intent["renewal_sales"]
     assert confirmation.recipients == ["dev@acme.test"]
     text = text_of(confirmation)

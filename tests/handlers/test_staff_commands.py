@@ -305,7 +305,7 @@ def test_help_lists_every_command_one_group_or_one_command(services):
     assert sorted(listed) == sorted(c.usage for c in COMMANDS)
     invoice = execute(services, "help invoice", as_user=None)
     assert {c["command"] for a in invoice.data["areas"] for c in a["commands"]} == {
-        "invoice list", "invoice show", "invoice paid", "invoice remind", "invoice void"}
+        "invoice list", "invoice show", "invoice create", "invoice paid", "invoice remind", "invoice void"}
     one = execute(services, "help team add", as_user=None)
     assert one.data["roles"] == ["admin"] and one.data["available"] is True
     assert "usage: team add SLACK_USER_ID ROLE" in one.text

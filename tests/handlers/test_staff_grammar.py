@@ -21,6 +21,7 @@ ticket archive T
 ticket unarchive T
 invoice list [--due|--overdue|--paid|--all] [--account ACCOUNT]
 invoice show N
+invoice create ACCOUNT AMOUNT TEXT [--tax RATE] [--due DATE]
 invoice paid N [AMOUNT] [--ref REF]
 invoice remind N
 invoice void N [REASON]
@@ -257,7 +258,7 @@ def test_missing_or_extra_arguments_answer_with_the_usage():
 def test_a_group_word_alone_lists_its_subcommands():
     """`invoice` by itself says which words may follow."""
     err = refused("invoice")
-    assert "list, show, paid, remind, void" in err.message and err.hint.startswith("usage: invoice ")
+    assert "list, show, create, paid, remind, void" in err.message and err.hint.startswith("usage: invoice ")
 
 
 def test_empty_input_and_help_flags_mean_help():
