@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from handlers.billing.common import SCHEDULER, day_start, lock_account, today
 from handlers.billing.rules import RULES, Action, Key
-from handlers.jobs import Sweep, register_sweep
+from handlers.jobs import Sweep, SweepFailed, register_sweep
 from handlers.models import Account, AccountStatus
 
 if TYPE_CHECKING:
@@ -51,13 +51,25 @@ def run_rules(services: "Services", rules: Sequence[str], at: dt.datetime, dry_r
     """Run ``rules`` over every open account (or the given ones); one transaction per account."""
     ids = list(account_ids) if account_ids is not None else services.run(_account_ids, readonly=True)
     lines: list[str] = []
+    failures: list[str] = []
     for account_id in ids:
         try:
             lines += services.run(sweep_account, account_id, rules, at, dry_run, actor=SCHEDULER, readonly=dry_run)
         except Exception as exc:  # one account's trouble must not stop the others; the next run retries it
             log.exception("billing sweep failed for account %s", account_id)
-            lines.append(f"account #{account_id} failed: {exc.__class__.__name__}: {exc}")
+            failures.append(f"account {_account_name(services, account_id)} failed: {exc.__class__.__name__}: {exc}")
+    if failures:
+        raise SweepFailed(lines, failures)  # the others are done; the sweep as a whole says it failed
     return lines
+
+
+def _account_name(services: "Services", account_id: int) -> str:
+    try:
+        name = services.run(lambda tx: tx.session.scalar(select(Account.name).where(Account.id == account_id)),
+                            readonly=True)
+    except Exception:  # naming the account must not hide the failure itself
+        name = None
+    return f"{name} (#{account_id})" if name else f"#{account_id}"
 
 
 def _sweep(rule: str, description: str) -> Sweep:

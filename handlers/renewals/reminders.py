@@ -13,6 +13,7 @@ every missed day, but sends each service only its most recent missed occasion.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
@@ -23,7 +24,7 @@ from sqlalchemy.orm import selectinload
 
 from handlers.clock import local_date
 from handlers.db import dialect_insert
-from handlers.jobs import Sweep, register_sweep
+from handlers.jobs import Sweep, SweepFailed, register_sweep
 from handlers.models import (Account, DecisionAction, Invoicing, JobRun, Notice, RenewalDecision, Service,
                              ServiceStatus)
 from handlers.outbox import Mail, Recipient, queue_many
@@ -31,6 +32,7 @@ from handlers.renewals import tokens
 from handlers.renewals.occasions import Occasion, due, in_cycle, occasions, phrase
 from handlers.renewals.people import renewal_recipients
 
+log = logging.getLogger("renewdesk.renewals")
 JOB = "renewal_reminders"
 KIND = "renewal_reminder"
 ACTOR = "system:scheduler"
@@ -206,6 +208,22 @@ def advance(tx: Any, today: dt.date, started: dt.datetime, job: str = JOB) -> No
     row.last_outcome, row.last_error, row.runs = "ok", None, (row.runs or 0) + 1
 
 
+def _remind_part(services: Any, batch: dict[int, list[Due]], today: dt.date, failures: list[str]) -> list[str]:
+    """One batch in one transaction; if it fails, each of its accounts alone, so one bad account stops no other."""
+    try:
+        return services.run(remind, batch, today, actor=ACTOR)
+    except Exception:  # rolled back as a whole: find the account at fault by doing them one by one
+        log.warning("a renewal reminder batch of %d account(s) failed; retrying them one by one", len(batch))
+    lines: list[str] = []
+    for account_id, dues in batch.items():
+        try:
+            lines += services.run(remind, {account_id: dues}, today, actor=ACTOR)
+        except Exception as exc:
+            log.exception("renewal reminders failed for account %s", account_id)
+            failures.append(f"account #{account_id} failed: {exc.__class__.__name__}: {exc}")
+    return lines
+
+
 def sweep(services: Any, at: dt.datetime, dry_run: bool = False) -> list[str]:
     """Send the reminders due as of ``at`` (or, with ``dry_run``, say what would go)."""
     today = local_date(at, services.settings.tz)
@@ -219,8 +237,11 @@ def sweep(services: Any, at: dt.datetime, dry_run: bool = False) -> list[str]:
     if dry_run:
         return [f"{covered}: would remind about {len(planned)} service(s) of {len(by_account)} account(s)"]
     lines: list[str] = []
+    failures: list[str] = []
     for part in chunks(sorted(by_account), ACCOUNTS_PER_BATCH):
-        lines += services.run(remind, {a: by_account[a] for a in part}, today, actor=ACTOR)
+        lines += _remind_part(services, {a: by_account[a] for a in part}, today, failures)
+    if failures:  # the day is not marked covered: the next run tries these accounts again
+        raise SweepFailed(lines, failures)
     for attempt in range(2):
         try:
             services.run(advance, today, started, actor=ACTOR)

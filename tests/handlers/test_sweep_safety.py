@@ -1,0 +1,125 @@
+"""Sweep safety: nothing destructive without a warning, sweeps that fail alone and loudly, mail a person
+would send. Each test is a scenario a user met on the code before; its docstring says what it proves."""
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import select
+
+from handlers import jobs
+from handlers.errors import Conflict
+from handlers.models import SlackPost
+from handlers.status import report, text
+from renewdesk.scheduler import add_jobs
+from tests.handlers.billing_helpers import account, invoice, load, mails, state, sweep
+from tests.support.proc import env_for, run
+
+LINES = [("Hosting, one month", "10.00", "1.90")]
+UTC = dt.timezone.utc
+
+
+def _late(services, **extra):
+    """An account flagged for automatic suspension, one invoice due 2026-11-20, a hosting and a domain."""
+    load(services, account("late", auto_suspend=True, invoices=[invoice("L-1", "2026-11-01", "2026-11-20", LINES)],
+                           services=[{"ref": "h", "kind": "hosting", "name": "Late hosting", "status": "active",
+                                      "expires_on": "2027-06-01", "period_years": 1, "price": "10.00"}], **extra))
+
+
+def _broken_templates(tmp_path: Path, *intents: str) -> str:
+    """An operator's template folder where the text part of each intent has a syntax error."""
+    folder = tmp_path / "tpl"
+    (folder / "email").mkdir(parents=True)
+    for intent in intents:
+        (folder / "email" / f"{intent}.txt.j2").write_text("Hello {% if %}\n")
+    return str(folder)
+
+
+# -- sweeps fail alone and loudly -----------------------------------------------------------------
+
+def test_a_broken_template_fails_its_sweep_alone_and_staff_hear_of_it(services, clock, tmp_path):
+    """A renewal reminder template with a syntax error fails the renewal reminders, and only them: the
+    invoice notices, the suspension and the digest still go out; status, the digest and Slack name it."""
+    services.settings = services.settings.replace(
+        templates_dir=_broken_templates(tmp_path, "renewal_reminder"), staff_email="desk@reseller.test",
+        slack_bot_token="xoxb-test", slack_channel="C-STAFF")
+    _late(services)
+    load(services, account("dom", services=[{"ref": "d", "kind": "domain", "name": "dom.test", "status": "active",
+                                             "expires_on": "2026-12-08", "period_years": 1, "price": "12.00"}]))
+    lines = sweep(services, clock, "2026-11-23")
+    assert any(line.startswith("renewal_reminders: FAILED: account #") and "TemplateSyntaxError" in line
+               for line in lines), lines
+    assert sorted(m[0] for m in mails(services)) == ["invoice_overdue", "staff_digest", "suspension_notice"]
+    assert state(services, "late")["status"] == "suspended"
+    data = services.run(report, readonly=True)
+    assert data["scheduler"]["jobs"]["sweep:renewal_reminders"]["last_outcome"] == "error"
+    assert data["scheduler"]["jobs"]["sweep:invoice_notices"]["last_outcome"] == "ok"
+    assert "FAILING    sweep:renewal_reminders" in text(data)
+    digest = mails(services, "staff_digest")[0][2]
+    assert digest.endswith("1 FAILED sweep(s)")
+    posts = services.run(lambda tx: [p.payload.get("text", "") for p in tx.session.scalars(select(SlackPost))],
+                         readonly=True)
+    assert any("renewal_reminders: account #" in p for p in posts), posts
+    # the template is mended: the next run sends the reminder it could not send
+    services.settings = services.settings.replace(templates_dir=None)
+    assert any(line.startswith("renewal_reminders: ") and "reminded" in line for line in sweep(services, clock,
+                                                                                                "2026-11-23"))
+    assert services.run(report, readonly=True)["scheduler"]["jobs"]["sweep:renewal_reminders"]["last_outcome"] == "ok"
+
+
+def test_the_sweep_command_exits_non_zero_naming_the_failed_sweep_and_refuses_an_earlier_moment(
+        services, settings, tmp_path):
+    """`renewdesk sweep` with a broken overdue-notice template: the others are done, exit 1 naming
+    invoice_notices. Then a sweep as of an earlier moment is refused with one line saying why."""
+    if not settings.is_sqlite:
+        pytest.skip("one database is enough for the command line")
+    _late(services)
+    env = env_for(DATABASE_URL=settings.database_url, RENEWDESK_SECRET_KEY="x",
+                  RENEWDESK_TEMPLATES_DIR=_broken_templates(tmp_path, "invoice_overdue"))
+    out = run("sweep", "--at", "2026-11-23T08:00:00+00:00", env=env)
+    assert out.returncode == 1, out.stderr.decode()
+    err = out.stderr.decode()
+    assert "the sweep failed: invoice_notices (account Late Ltd" in err and "TemplateSyntaxError" in err
+    assert "overdue_suspensions: Late Ltd: suspend the account" in out.stdout.decode()
+    assert state(services, "late")["status"] == "suspended"
+    status = run("status", env=env).stdout.decode()
+    assert "sweep:invoice_notices" in status and "FAILED" in status
+    earlier = run("sweep", "--at", "2026-11-22T08:00:00+00:00", env=env)
+    assert earlier.returncode == Conflict.exit_code
+    first = earlier.stderr.decode().splitlines()[0]
+    assert first.startswith("renewdesk: refusing to sweep as of 2026-11-22T08:00+00:00: ")
+    assert "already swept as of 2026-11-23T08:00+00:00" in first
+    assert earlier.stdout == b""
+
+
+def test_a_sweep_earlier_than_the_last_one_sends_no_stale_notice(services, clock):
+    """Swept as of 30 November (+10d notice), a sweep as of 22 November is refused: no +1d after the +10d."""
+    _late(services)
+    sweep(services, clock, "2026-11-30")
+    before = mails(services)
+    with pytest.raises(Conflict) as refused:
+        sweep(services, clock, "2026-11-22")
+    assert "was already swept as of 2026-11-30T08:00" in refused.value.message
+    assert mails(services) == before
+    assert sweep(services, clock, "2026-11-22", dry_run=True)  # a dry run may look back: it sends nothing
+
+
+def _sweeps_job_next_run(services) -> dt.datetime:
+    scheduler = BackgroundScheduler(timezone=services.settings.tz)
+    add_jobs(scheduler, services)
+    scheduler.start(paused=True)
+    try:
+        return scheduler.get_job("sweeps").next_run_time
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def test_a_worker_started_after_the_daily_hour_runs_that_days_sweep_at_once(services, clock):
+    """Started at 09:00 with today's 08:00 sweep not done: the sweep job is due now, not tomorrow at 08:00;
+    once today's sweep is recorded, a restart waits for tomorrow's."""
+    clock.set(dt.datetime(2026, 11, 21, 9, tzinfo=UTC))
+    real_now = dt.datetime.now(UTC)
+    assert _sweeps_job_next_run(services) <= real_now + dt.timedelta(minutes=1)
+    jobs.run_sweeps(services, clock.now())
+    later = _sweeps_job_next_run(services).astimezone(UTC)
+    assert later > real_now and (later.hour, later.minute) == (8, 0)
