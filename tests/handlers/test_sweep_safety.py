@@ -123,3 +123,61 @@ def test_a_worker_started_after_the_daily_hour_runs_that_days_sweep_at_once(serv
     jobs.run_sweeps(services, clock.now())
     later = _sweeps_job_next_run(services).astimezone(UTC)
     assert later > real_now and (later.hour, later.minute) == (8, 0)
+
+
+# -- never destructive without warning -------------------------------------------------------------
+
+def _removal_mails(services):
+    return [(m[0], m[2]) for m in mails(services) if m[0] in ("removal_warning", "removal_notice")]
+
+
+def test_an_outage_over_the_warning_day_sends_the_warning_and_moves_the_removal(services, clock):
+    """Suspended 23 Nov, removal due 23 Dec, warning due 20 Dec. Down from 19 Dec to 22 Dec: the sweep on
+    22 Dec warns, and the removal moves to 25 Dec (3 days after the warning), recorded on the suspension."""
+    from handlers.models import Suspension
+    _late(services)
+    sweep(services, clock, "2026-11-23")
+    sweep(services, clock, "2026-12-18")
+    lines = sweep(services, clock, "2026-12-22")
+    assert any("warn of removal on 2026-12-25, moved from 2026-12-23" in line for line in lines), lines
+    assert [m[0] for m in _removal_mails(services)] == ["removal_warning"]
+    remove_after = services.run(lambda tx: tx.session.scalar(select(Suspension.remove_after)), readonly=True)
+    assert remove_after.date() == dt.date(2026, 12, 25)
+    for day in ("2026-12-23", "2026-12-24"):
+        sweep(services, clock, day)
+        assert state(services, "late")["services"]["Late hosting"] == "suspended", day
+    sweep(services, clock, "2026-12-25")
+    assert [m[0] for m in _removal_mails(services)] == ["removal_warning", "removal_notice"]
+    assert state(services, "late")["services"]["Late hosting"] == "removed"
+
+
+def test_the_first_sweep_after_unhold_warns_before_it_removes(services, clock):
+    """A hold over the warning and removal days, then `unhold`: the next sweep sends the warning and
+    removes nothing; the removal comes RENEWDESK_REMOVAL_WARNING_DAYS later."""
+    from handlers.staff import execute
+    _late(services)
+    sweep(services, clock, "2026-11-23")
+    clock.set(dt.datetime(2026, 12, 15, 12, tzinfo=UTC))
+    execute(services, "hold late waiting for the bank", as_user=None)
+    for day in ("2026-12-20", "2026-12-23", "2026-12-26"):
+        assert any("held, not acting" in line for line in sweep(services, clock, day)), day
+    clock.set(dt.datetime(2026, 12, 27, 7, tzinfo=UTC))
+    execute(services, "unhold late", as_user=None)
+    sweep(services, clock, "2026-12-27")
+    assert [m[0] for m in _removal_mails(services)] == ["removal_warning"]
+    assert state(services, "late")["services"]["Late hosting"] == "suspended"
+    sweep(services, clock, "2026-12-30")
+    assert state(services, "late")["services"]["Late hosting"] == "removed"
+
+
+def test_the_forecast_shows_a_late_warning_and_the_removal_it_moved(services, clock):
+    """After downtime the forecast says what the sweeps will do: warn first, remove three days later."""
+    from handlers.staff import execute
+    _late(services)
+    sweep(services, clock, "2026-11-23")
+    clock.set(dt.datetime(2026, 12, 27, 7, tzinfo=UTC))
+    days = execute(services, "forecast --days 4", as_user=None).data["days"]
+    got = [(d["day"], a["text"].split(":")[1].strip()) for d in days for a in d["actions"] if a["rule"] == "removals"]
+    assert got == [("2026-12-27", "warn of removal on 2026-12-30, moved from 2026-12-23"),
+                   ("2026-12-30", "remove the services on 2026-12-30 (suspended since 2026-11-23), to owner@late.test, "
+                                  "bill@late.test")]
