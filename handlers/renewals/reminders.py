@@ -120,14 +120,26 @@ def _claim(tx: Any, claims: list[tuple[int, Due, str, str]]) -> dict[int, int]:
     return {sid: nid for sid, nid in tx.session.execute(stmt, rows)} if rows else {}
 
 
-def buckets(items: Iterable[tuple[Any, Occasion]], today: dt.date) -> list[dict[str, Any]]:
-    """Services grouped by how soon they expire, soonest (or longest expired) first."""
+def removal_if_unrenewed(settings: Any, expires_on: dt.date, today: dt.date) -> dt.date:
+    """When an expired service nobody renews is removed, as far as known today: the day after the grace
+    period, and never sooner than ``removal_warning_days`` after today (the warning comes first)."""
+    return max(expires_on + dt.timedelta(days=settings.renewal_grace_days + 1),
+               today + dt.timedelta(days=settings.removal_warning_days))
+
+
+def buckets(items: Iterable[tuple[Any, Occasion]], today: dt.date, settings: Any = None) -> list[dict[str, Any]]:
+    """Services grouped by how soon they expire, soonest (or longest expired) first.
+
+    With ``settings``, an expired service's entry names the day it is removed unless renewed.
+    """
     groups: dict[str, dict[str, Any]] = {}
     for svc, occ in sorted(items, key=lambda p: (p[0].expires_on, p[0].name)):
         days, words = phrase(svc.expires_on, today, occ)
         group = groups.setdefault(words, {"phrase": words, "days": days, "domains": [], "others": []})
         entry = {"name": svc.name, "kind": svc.kind, "expires_on": svc.expires_on.isoformat(),
-                 "auto_renew": bool(svc.auto_renew)}
+                 "auto_renew": bool(svc.auto_renew),
+                 "remove_on": removal_if_unrenewed(settings, svc.expires_on, today).isoformat()
+                 if settings is not None and svc.expires_on < today else None}
         group["domains" if svc.kind == "domain" else "others"].append(entry)
     return sorted(groups.values(), key=lambda g: g["days"])
 
@@ -184,7 +196,8 @@ def remind(tx: Any, batch: dict[int, list[Due]], today: dt.date) -> list[str]:
          min(claimed[svc.id] for svc, _ in mine)) for account, mine, _ in writing], kind=tokens.REPLY)
     mails = []
     for (account, mine, recipients), token in zip(writing, secrets_):
-        common = {"account_name": account.name, "buckets": buckets([(svc, d.occasion) for svc, d in mine], today),
+        common = {"account_name": account.name, "buckets": buckets([(svc, d.occasion) for svc, d in mine], today,
+                                                                      tx.settings),
                   "count": len(mine), "example": mine[0][0].name, "page_url": tokens.page_url(tx.settings, token),
                   "grace_days": grace}
         # no dedupe_key: the notices claimed above, in this same transaction, already make the mail

@@ -181,3 +181,31 @@ def test_the_forecast_shows_a_late_warning_and_the_removal_it_moved(services, cl
     assert got == [("2026-12-27", "warn of removal on 2026-12-30, moved from 2026-12-23"),
                    ("2026-12-30", "remove the services on 2026-12-30 (suspended since 2026-11-23), to owner@late.test, "
                                   "bill@late.test")]
+
+
+def test_a_lapsed_domain_after_a_69_day_outage_is_warned_not_removed_in_the_first_run(services, clock):
+    """A domain expired 2026-11-01, nobody renewed it (removal due 2 Dec after the 30-day grace). The
+    next run is 69 days after the last one, on 10 Jan: it warns, naming the removal day 13 Jan, and removes
+    nothing; the removal comes on 13 Jan. The post-expiry notice named the removal day too."""
+    from tests.support.renewals import make_account, outbound, text_of
+    ids = make_account(services, "acme", {"gone.test": ("2026-11-01", "expired")})
+    sweep(services, clock, "2026-11-02")
+    (notice,) = outbound(services, "renewal_reminder")
+    assert "gone.test (removed on 2026-12-02 unless renewed)" in text_of(notice)
+    lines = sweep(services, clock, "2027-01-10")
+    assert any("warn of removal, expired and not renewed: gone.test (expired 2026-11-01, removal on 2027-01-13"
+               in line for line in lines), lines
+    assert not any("remove, expired" in line for line in lines)
+    (warning,) = outbound(services, "renewal_removal_warning")
+    assert "gone.test (expired 2026-11-01): removal on 2027-01-13" in text_of(warning)
+    assert _status(services, ids["gone.test"]) == "expired"
+    sweep(services, clock, "2027-01-12")
+    assert _status(services, ids["gone.test"]) == "expired"
+    sweep(services, clock, "2027-01-13")
+    assert _status(services, ids["gone.test"]) == "removed"
+    assert len(outbound(services, "renewal_removed_lapsed")) == 1
+
+
+def _status(services, sid):
+    from handlers.models import Service
+    return services.run(lambda tx: tx.session.get(Service, sid).status.value, readonly=True)
