@@ -58,28 +58,33 @@ def occasions(tx: "Tx", inv: Invoice) -> list[tuple[str, str, dt.date]]:
     return sorted(out, key=lambda o: o[2])
 
 
-def invoice_notices(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
-    day, actions = today(tx), []
-    for inv in open_invoices(tx, acc.id):
-        passed = [o for o in occasions(tx, inv) if inv.issued_on <= o[2] <= day]
-        if not passed:
-            continue
-        kind, occasion, _ = passed[-1]  # only the most recent occasion: catch-up sends one, not a backlog
-        key = (kind, "invoice", inv.id, occasion, inv.due_on)
-        if key in assumed or (occasion, inv.due_on) in notified(tx, kind, "invoice", inv.id):
-            continue
-        when = f"pay by {inv.due_on}, {fmt(inv.due_minor, inv.currency)} due"
-        label = "reminder" if kind == "invoice_reminder" else "overdue notice"
-        text = f"{acc.name}: {label} {occasion} for {inv.number} ({when}), {_to(acc, dunning=True)}"
+def _due_notice(tx: "Tx", inv: Invoice, day: dt.date, assumed_items: set[Key]) -> Key | None:
+    """The invoice's most recent passed notice not sent yet (catch-up sends one, not a backlog), as its key."""
+    passed = [o for o in occasions(tx, inv) if inv.issued_on <= o[2] <= day]
+    if not passed:
+        return None
+    kind, occasion, _ = passed[-1]
+    key = (kind, "invoice", inv.id, occasion, inv.due_on)
+    if key in assumed_items or (occasion, inv.due_on) in notified(tx, kind, "invoice", inv.id):
+        return None
+    return key
 
-        def apply(tx: "Tx", inv_id: int = inv.id, occasion: str = occasion, kind: str = kind) -> str | None:
-            fresh = tx.session.get(Invoice, inv_id)
-            if fresh.due_minor <= 0 or fresh.status.value not in ("issued", "partially_paid"):
-                return None
-            claimed, _ = inv_ops.send_notice(tx, acc, fresh, occasion=occasion, kind=kind)
-            return "" if claimed else None
-        actions.append(Action("invoice_notices", acc, key, text, apply))
-    return actions
+
+def invoice_notices(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
+    """One action per account: every invoice reminder and overdue notice due today, in one email."""
+    day = today(tx)
+    assumed_items = {item for k in assumed if k and k[0] == "invoice_notices" for item in k[2]}
+    due = [(inv, key) for inv in open_invoices(tx, acc.id)
+           if (key := _due_notice(tx, inv, day, assumed_items)) is not None]
+    if not due:
+        return []
+    listed = "; ".join(f"{'reminder' if key[0] == 'invoice_reminder' else 'overdue notice'} {key[3]} for "
+                       f"{inv.number} (pay by {inv.due_on}, {fmt(inv.due_minor, inv.currency)} due)"
+                       for inv, key in due)
+    text = f"{acc.name}: {listed}, {_to(acc, dunning=True)}"
+    items = tuple(key for _, key in due)
+    return [Action("invoice_notices", acc, ("invoice_notices", acc.id, items), text,
+                   lambda tx: inv_ops.send_notices(tx, acc, items))]
 
 
 # -- automatic suspension of flagged accounts, removal warning and removal --------------------

@@ -209,3 +209,22 @@ def test_a_lapsed_domain_after_a_69_day_outage_is_warned_not_removed_in_the_firs
 def _status(services, sid):
     from handlers.models import Service
     return services.run(lambda tx: tx.session.get(Service, sid).status.value, readonly=True)
+
+
+# -- mail a person would send -------------------------------------------------------------------------
+
+def test_two_invoices_due_for_one_recipient_on_one_day_go_in_one_email(services, clock):
+    """Two invoices reach their notices on the same day (one overdue +1d, one reminder -5d): the billing
+    contacts get one email naming both, and each invoice's notice is claimed once; a re-run sends nothing."""
+    from handlers.models import OutboundMail
+    from tests.handlers.billing_helpers import notices
+    load(services, account("two", invoices=[invoice("T-1", "2026-11-01", "2026-11-20", LINES),
+                                            invoice("T-2", "2026-11-10", "2026-11-26", LINES)]))
+    sweep(services, clock, "2026-11-21")
+    sweep(services, clock, "2026-11-21")
+    sent = [m for m in mails(services) if m[0].startswith("invoice_")]
+    assert sent == [("invoice_overdue", ["owner@two.test", "bill@two.test"],
+                     "Overdue: invoice T-1; 23.80 EUR to pay on 2 invoices")]
+    body = services.run(lambda tx: tx.session.scalar(select(OutboundMail.raw)).decode(), readonly=True)
+    assert "Invoice T-1 was due on 2026-11-20" in body and "Invoice T-2 is due in 5 days" in body
+    assert sorted(n[:2] for n in notices(services)) == [("invoice_overdue", "+1d"), ("invoice_reminder", "-5d")]
