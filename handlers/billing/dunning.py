@@ -17,7 +17,7 @@ from sqlalchemy import select
 from handlers.billing.common import SCHEDULER, day_start, lock_account, today
 from handlers.billing.rules import RULES, Action, Key
 from handlers.jobs import Sweep, SweepFailed, register_sweep
-from handlers.models import Account, AccountStatus
+from handlers.models import Account, AccountStatus, Service
 
 if TYPE_CHECKING:
     from handlers.services import Services, Tx
@@ -111,7 +111,7 @@ def forecast(tx: "Tx", days: int = 1) -> list[dict[str, Any]]:
         for i in range(days):
             day = start + dt.timedelta(days=i)
             tx.now = sweep_moment(tx, day)
-            planned: list[Action] = []
+            planned: list[Action] = _renewal_reminders(tx, accounts, day, assumed, catch_up=i == 0)
             for acc in accounts:
                 for rule in RULES.values():
                     planned += rule(tx, acc, assumed)
@@ -122,6 +122,34 @@ def forecast(tx: "Tx", days: int = 1) -> list[dict[str, Any]]:
     finally:
         tx.now = real_now
     return out
+
+
+def _renewal_reminders(tx: "Tx", accounts: list[Account], day: dt.date, assumed: set[Key], *,
+                       catch_up: bool) -> list[Action]:
+    """The renewal reminders the sweep sends on ``day``: one action per account, as its one email.
+
+    The next run (``catch_up``) also covers the days missed before it, as the sweep does.
+    """
+    from handlers.renewals import reminders
+    first = reminders.window_start(tx, day) if catch_up else day
+    by_account: dict[int, list[reminders.Due]] = {}
+    for due in reminders.plan(tx, first, day):
+        if ("renewal_reminder", due.service_id, due.occasion.label, due.expires_on) not in assumed:
+            by_account.setdefault(due.account_id, []).append(due)
+    names = dict(tx.session.execute(select(Service.id, Service.name).where(
+        Service.id.in_([d.service_id for dues in by_account.values() for d in dues]))).all()) if by_account else {}
+    actions = []
+    for acc in accounts:
+        for due in by_account.get(acc.id, []):
+            assumed.add(("renewal_reminder", due.service_id, due.occasion.label, due.expires_on))
+        if acc.id not in by_account:
+            continue
+        listed = ", ".join(f"{names[d.service_id]} ({d.occasion.label}, expires {d.expires_on})"
+                           for d in by_account[acc.id])
+        _, detail, _ = reminders.outcome(acc)
+        actions.append(Action("renewal_reminders", acc, ("renewal_reminders", acc.id, day), f"{acc.name}: renewal "
+                              f"reminder for {listed}, {detail}", lambda tx: None))
+    return actions
 
 
 def forecast_text(days: list[dict[str, Any]]) -> str:

@@ -228,3 +228,18 @@ def test_two_invoices_due_for_one_recipient_on_one_day_go_in_one_email(services,
     body = services.run(lambda tx: tx.session.scalar(select(OutboundMail.raw)).decode(), readonly=True)
     assert "Invoice T-1 was due on 2026-11-20" in body and "Invoice T-2 is due in 5 days" in body
     assert sorted(n[:2] for n in notices(services)) == [("invoice_overdue", "+1d"), ("invoice_reminder", "-5d")]
+
+
+def test_the_forecast_lists_renewal_reminders(services, clock):
+    """Renewal reminders are most of the mail: the forecast shows them, one line per account and day,
+    each service once, with its recipients."""
+    from handlers.staff import execute
+    from tests.support.renewals import make_account
+    make_account(services, "acme", {"soon.test": "2026-11-27", "later.test": "2026-11-28"})
+    clock.set(dt.datetime(2026, 11, 21, 7, tzinfo=UTC))
+    days = execute(services, "forecast --days 3", as_user=None).data["days"]
+    got = [(d["day"], a["text"]) for d in days for a in d["actions"] if a["rule"] == "renewal_reminders"]
+    assert [day for day, _ in got] == ["2026-11-22", "2026-11-23"]
+    assert got[0][1].startswith("Acme Ltd: renewal reminder for soon.test (-5d, expires 2026-11-27), to ")
+    assert "later.test (-5d, expires 2026-11-28)" in got[1][1]
+    assert "renewal reminder for" in execute(services, "forecast --days 3", as_user=None).text
