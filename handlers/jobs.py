@@ -72,9 +72,12 @@ def sweep_row_name(name: str) -> str:
     return f"{SWEEP_RUN_PREFIX}{name}"
 
 
-def _load_sweeps() -> None:
+def _load_sweeps() -> list[Sweep]:
+    """Every sweep, in the order of :data:`SWEEP_MODULES` whatever imported them first (the digest last)."""
     for module in SWEEP_MODULES:
         importlib.import_module(module)
+    rank = {m: i for i, m in enumerate(SWEEP_MODULES)}
+    return sorted(SWEEPS, key=lambda s: rank.get(getattr(s.run, "__module__", ""), len(rank)))
 
 
 def refuse_earlier(tx: Any, at: dt.datetime, names: list[str]) -> None:
@@ -127,14 +130,14 @@ def run_sweeps_report(services: Any, at: dt.datetime, *, dry_run: bool = False) 
 
     A real run as of a moment before one already swept is refused (see :func:`refuse_earlier`).
     """
-    _load_sweeps()
+    sweeps = _load_sweeps()
     report = SweepReport()
-    if not SWEEPS:
+    if not sweeps:
         report.lines.append("no sweeps are registered in this version")
         return report
     if not dry_run:
-        services.run(refuse_earlier, at, [s.name for s in SWEEPS], readonly=True)
-    for sweep in SWEEPS:
+        services.run(refuse_earlier, at, [s.name for s in sweeps], readonly=True)
+    for sweep in sweeps:
         started = services.clock.now()
         done, error = _run_one(services, sweep, at, dry_run)
         report.lines.extend(f"{sweep.name}: {line}" for line in done)
@@ -172,18 +175,17 @@ def sweeps_or_raise(services: Any, at: dt.datetime) -> SweepReport:
 
 
 def sweep_names() -> list[str]:
-    _load_sweeps()
-    return [s.name for s in SWEEPS]
+    return [s.name for s in _load_sweeps()]
 
 
 def missed_daily_run(tx: Any) -> bool:
     """True when today's daily sweep time has passed and some sweep has not swept as of it yet."""
     from handlers.billing.common import day_start, today
-    _load_sweeps()
+    sweeps = _load_sweeps()
     moment = day_start(tx, today(tx)) + dt.timedelta(hours=tx.settings.digest_hour)
     if tx.now < moment:
         return False
-    for sweep in SWEEPS:
+    for sweep in sweeps:
         row = tx.session.get(JobRun, sweep_row_name(sweep.name))
         if row is None or row.watermark is None or row.watermark < moment:
             return True

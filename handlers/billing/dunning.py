@@ -146,7 +146,7 @@ def _renewal_reminders(tx: "Tx", accounts: list[Account], day: dt.date, assumed:
             continue
         listed = ", ".join(f"{names[d.service_id]} ({d.occasion.label}, expires {d.expires_on})"
                            for d in by_account[acc.id])
-        _, detail, _ = reminders.outcome(acc)
+        _, detail, _ = reminders.mail_outcome(acc)
         actions.append(Action("renewal_reminders", acc, ("renewal_reminders", acc.id, day), f"{acc.name}: renewal "
                               f"reminder for {listed}, {detail}", lambda tx: None))
     return actions

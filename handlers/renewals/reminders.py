@@ -144,7 +144,7 @@ def buckets(items: Iterable[tuple[Any, Occasion]], today: dt.date, settings: Any
     return sorted(groups.values(), key=lambda g: g["days"])
 
 
-def outcome(account: Account) -> tuple[str, str, list[Recipient]]:
+def mail_outcome(account: Account) -> tuple[str, str, list[Recipient]]:
     """What happens to an account's reminder, known before the claim so each notice is written once, complete."""
     if account.invoicing == Invoicing.paper:
         return "skipped_paper", "paper invoicing: staff handle it by hand", []
@@ -174,7 +174,7 @@ def remind(tx: Any, batch: dict[int, list[Due]], today: dt.date) -> list[str]:
                  and svcs[d.service_id].expires_on == d.expires_on and svcs[d.service_id].status in REMINDED
                  and not svcs[d.service_id].auto_renew]
         if items:
-            todo.append((account, items, *outcome(account)))
+            todo.append((account, items, *mail_outcome(account)))
     claimed = _claim(tx, [(acc.id, d, outcome, detail) for acc, items, outcome, detail, _ in todo for _, d in items])
     lines, writing = [], []
     for account, items, outcome, _, recipients in todo:
