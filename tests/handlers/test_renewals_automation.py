@@ -168,7 +168,8 @@ def test_declined_services_are_removed_on_expiry_day_unless_the_account_is_held(
     assert status_of(services, ids["x.test"]) == "removed" and status_of(services, ids["y.test"]) == "removed"
     history = rows(services, ServiceEvent, ServiceEvent.service_id == ids["x.test"])
     assert history[-1].to_status == "removed" and history[-1].actor == "system:scheduler"
-    assert re.fullmatch(r"removed on expiry \(2026-11-23\): renewal declined by code:\d+ \(activation_code\) "
+    assert re.fullmatch(r"removed on expiry \(2026-11-23\): renewal declined by the client with an activation code "
+                        r"\(activation_code\) "
                         r"on 2026-11-21", history[-1].reason)
     mails = outbound(services, "renewal_removed_declined")
     assert sorted(m.recipients[0] for m in mails) == ["dev@acme.test", "owner@acme.test", "owner@beta.test"]

@@ -243,3 +243,47 @@ def test_the_forecast_lists_renewal_reminders(services, clock):
     assert got[0][1].startswith("Acme Ltd: renewal reminder for soon.test (-5d, expires 2026-11-27), to ")
     assert "later.test (-5d, expires 2026-11-28)" in got[1][1]
     assert "renewal reminder for" in execute(services, "forecast --days 3", as_user=None).text
+
+
+def _texts(services):
+    from handlers.models import OutboundMail, SlackPost, ServiceEvent
+    def op(tx):
+        return ([m.raw.decode(errors="replace") for m in tx.session.scalars(select(OutboundMail))]
+                + [str(p.payload) for p in tx.session.scalars(select(SlackPost))]
+                + [e.reason for e in tx.session.scalars(select(ServiceEvent))])
+    return services.run(op, readonly=True)
+
+
+def test_a_suspension_keeps_staffs_reason_internal_unless_they_tell_the_client(services, clock):
+    """`suspend ACCOUNT REASON` emails the client without staff's note; `--tell-client` shows it."""
+    from handlers.staff import execute
+    load(services, account("acme"), account("beta"))
+    execute(services, "suspend acme fraud suspected, card charged back", as_user=None)
+    execute(services, "suspend beta --tell-client the mail server sends spam", as_user=None)
+    bodies = [t for t in _texts(services) if "suspended" in t]
+    acme = next(t for t in bodies if "owner@acme.test" in t)
+    beta = next(t for t in bodies if "owner@beta.test" in t)
+    assert "fraud" not in acme and "card charged back" not in acme
+    assert "the mail server sends spam" in beta
+
+
+def test_texts_name_people_never_contact_ids(services, clock):
+    """A client's renewal decision by email reaches the sales contact and the service history with the
+    person's name and address ("Owner <owner@acme.test>"), never "contact:N"."""
+    from handlers.renewals import decisions
+    from handlers.models import Contact, DecisionAction, Service
+    from tests.support.renewals import make_account
+    ids = make_account(services, "acme", {"a.test": "2026-12-21"}, sales="sales@reseller.test")
+
+    def decide(tx):
+        acc_svc = tx.session.get(Service, ids["a.test"])
+        owner = tx.session.scalar(select(Contact).where(Contact.email == "owner@acme.test"))
+        from handlers.models import Account
+        acc = tx.session.get(Account, acc_svc.account_id)
+        decisions.apply(tx, acc, [decisions.Choice(acc_svc, DecisionAction.renew)],
+                        decisions.Authority(f"contact:{owner.id}", "reply_token", "email"))
+    services.run(decide, actor="test")
+    texts = _texts(services)
+    assert not [t for t in texts if "contact:" in t]
+    sales = next(t for t in texts if "sales@reseller.test" in t)
+    assert "Decided by Owner <owner@acme.test>" in sales
