@@ -11,7 +11,6 @@ from handlers import jobs
 from handlers.errors import Conflict
 from handlers.models import SlackPost
 from handlers.status import report, text
-from renewdesk.scheduler import add_jobs
 from tests.handlers.billing_helpers import account, invoice, load, mails, state, sweep
 from tests.support.proc import env_for, run
 
@@ -105,6 +104,7 @@ def test_a_sweep_earlier_than_the_last_one_sends_no_stale_notice(services, clock
 
 
 def _sweeps_job_next_run(services) -> dt.datetime:
+    from renewdesk.scheduler import add_jobs
     scheduler = BackgroundScheduler(timezone=services.settings.tz)
     add_jobs(scheduler, services)
     scheduler.start(paused=True)
