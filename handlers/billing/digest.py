@@ -104,7 +104,8 @@ def build(tx: "Tx") -> dict[str, Any]:
               "held_answers": len(held_answers), "quarantined": len(quarantined), "failed": len(failed),
               "failed_sweeps": len(failed_sweeps)}
     title = f"Daily digest {day}: {counts['overdue']} overdue, {counts['tomorrow']} action(s) tomorrow, " \
-            f"{counts['new_tickets']} new ticket(s)" + (f", {len(failed_sweeps)} FAILED sweep(s)" if failed_sweeps else "")
+            f"{counts['new_tickets']} new ticket(s)"
+    title += f", {len(failed_sweeps)} FAILED sweep(s)" if failed_sweeps else ""
     text = [title]
     for sec in out:
         if sec["items"]:

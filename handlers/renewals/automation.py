@@ -333,7 +333,8 @@ def _remove(tx: "Tx", acc: Account, kind: str, occasion: str, items: Any) -> str
         if occasion == "declined":
             d = tx.session.scalar(select(RenewalDecision).where(RenewalDecision.service_id == svc.id)
                                   .order_by(RenewalDecision.id.desc()).limit(1))
-            why = (f"removed on expiry ({svc.expires_on}): renewal declined by {actor_name(tx, d.actor)} ({d.auth_method}) on "
+            why = (f"removed on expiry ({svc.expires_on}): renewal declined by {actor_name(tx, d.actor)} "
+                   f"({d.auth_method}) on "
                    f"{local_date(d.decided_at, tx.settings.tz)}")
         else:
             why = f"removed: expired on {svc.expires_on} and not renewed within {grace} days"
