@@ -184,7 +184,7 @@ def register(app: Any, services: Any) -> None:
     @app.view("suspend_modal")
     def on_suspend(ack: Any, body: dict[str, Any], view: dict[str, Any], client: Any) -> None:
         meta = json.loads(view["private_metadata"])
-        submit_words(services, body, f"suspend {meta['account']} {_value(view, 'reason')}", "reason",
+        submit_words(services, body, f"suspend {meta['account']} --tell-client {_value(view, 'reason')}", "reason",
                      "suspended", ack, client)
 
     @app.view("payment_modal")

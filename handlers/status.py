@@ -88,5 +88,9 @@ def text(data: dict[str, Any]) -> str:
         if name == HEARTBEAT_JOB:
             continue
         err = f": {job['last_error']}" if job["last_error"] else ""
-        lines.append(f"  {name:<16} last run {job['last_finished_at'] or 'never'} {job['last_outcome'] or ''}{err}")
+        outcome = "FAILED" if job["last_outcome"] == "error" else (job["last_outcome"] or "")
+        lines.append(f"  {name:<16} last run {job['last_finished_at'] or 'never'} {outcome}{err}")
+    failed = [name for name, job in sched["jobs"].items() if job["last_outcome"] == "error"]
+    if failed:
+        lines.append(f"FAILING    {', '.join(failed)}: see the errors above; `renewdesk sweep` runs the sweeps again")
     return "\n".join(lines)

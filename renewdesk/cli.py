@@ -193,7 +193,7 @@ def cmd_inbox(settings: Any, args: argparse.Namespace) -> int:
 
 def cmd_sweep(settings: Any, args: argparse.Namespace) -> int:
     from handlers.errors import InvalidInput
-    from handlers.jobs import run_job, run_sweeps
+    from handlers.jobs import refuse_earlier, run_job, run_sweeps_report, sweep_names, sweeps_or_raise
     services = _services(settings)
     at = services.clock.now()
     if args.at:
@@ -203,12 +203,17 @@ def cmd_sweep(settings: Any, args: argparse.Namespace) -> int:
             raise InvalidInput(f"--at: not an ISO date-time: {args.at!r}") from None
         at = at if at.tzinfo else at.replace(tzinfo=settings.tz)
     if args.dry_run:
-        lines = run_sweeps(services, at, dry_run=True)
+        report = run_sweeps_report(services, at, dry_run=True)
     else:
-        lines = run_job(services, "sweeps", lambda: run_sweeps(services, at)) or ["the sweep failed: see `renewdesk status`"]
+        services.run(refuse_earlier, at, sweep_names(), readonly=True)  # refused before anything is recorded
+        report = run_job(services, "sweeps", lambda: sweeps_or_raise(services, at))
     print(f"sweep as of {at.isoformat(timespec='minutes')}{' (dry run)' if args.dry_run else ''}:")
-    for line in lines:
+    for line in report.lines:
         print(f"  {line}")
+    if report.failed:
+        print(f"renewdesk: the sweep failed: {report.failure_text()}; the other sweeps are done "
+              "(`renewdesk status` shows it)", file=sys.stderr)
+        return 1
     return 0
 
 

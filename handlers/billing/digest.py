@@ -16,9 +16,9 @@ from sqlalchemy import func, or_, select
 from handlers import slack_cards
 from handlers.billing.common import OPEN_STATUSES, SCHEDULER, day_start, today
 from handlers.billing.dunning import forecast  # also registers the billing sweeps, which run before the digest
-from handlers.jobs import Sweep, register_sweep
-from handlers.models import (Account, AutoAnswer, Hold, InboundMail, InboundStatus, Invoice, Notice, OutboundMail,
-                             OutboxStatus, Service, Suspension, Ticket, TicketStatus)
+from handlers.jobs import SWEEP_RUN_PREFIX, Sweep, register_sweep
+from handlers.models import (Account, AutoAnswer, Hold, InboundMail, InboundStatus, Invoice, JobRun, Notice,
+                             OutboundMail, OutboxStatus, Service, Suspension, Ticket, TicketStatus)
 from handlers.money import fmt
 from handlers.outbox import queue_email
 
@@ -63,7 +63,12 @@ def build(tx: "Tx") -> dict[str, Any]:
     service = {v.id: v.name for v in s.scalars(select(Service).where(
         Service.id.in_([n.subject_id for n in by_hand if n.subject_type == "service"])))} if by_hand else {}
 
+    failed_sweeps = list(s.scalars(select(JobRun).where(JobRun.name.like(SWEEP_RUN_PREFIX + "%"),
+                                                       JobRun.last_outcome == "error").order_by(JobRun.name)))
     sections = [
+        ("Sweeps that failed (the others ran; `renewdesk sweep` runs them again)",
+         [f"{j.name.removeprefix(SWEEP_RUN_PREFIX)} as of {j.watermark.astimezone(tx.settings.tz):%Y-%m-%d %H:%M}: "
+          f"{(j.last_error or '')[:200]}" for j in failed_sweeps]),
         ("Tickets", [f"{open_tickets} open"] + [f"new: T-{t.id} {names.get(t.account_id, '?')}: {t.subject[:80]}"
                                                  for t in new_tickets]),
         ("Invoices falling due and overdue",
@@ -90,14 +95,17 @@ def build(tx: "Tx") -> dict[str, Any]:
     ]
     out = [{"title": title, "items": items[:LISTED], "more": max(0, len(items) - LISTED)}
            for title, items in sections]
+    out.insert(1, out.pop(0))  # tickets first, then what failed
     counts = {"new_tickets": len(new_tickets), "open_tickets": open_tickets,
               "overdue": sum(1 for i in invoices if i.due_on < day),
               "falling_due": sum(1 for i in invoices if i.due_on >= day),
               "suspended_today": len(suspended_today), "removed_today": len(removed_today),
               "tomorrow": len(tomorrow), "held": len(held), "by_hand": len(by_hand),
-              "held_answers": len(held_answers), "quarantined": len(quarantined), "failed": len(failed)}
+              "held_answers": len(held_answers), "quarantined": len(quarantined), "failed": len(failed),
+              "failed_sweeps": len(failed_sweeps)}
     title = f"Daily digest {day}: {counts['overdue']} overdue, {counts['tomorrow']} action(s) tomorrow, " \
             f"{counts['new_tickets']} new ticket(s)"
+    title += f", {len(failed_sweeps)} FAILED sweep(s)" if failed_sweeps else ""
     text = [title]
     for sec in out:
         if sec["items"]:

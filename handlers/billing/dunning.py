@@ -16,8 +16,8 @@ from sqlalchemy import select
 
 from handlers.billing.common import SCHEDULER, day_start, lock_account, today
 from handlers.billing.rules import RULES, Action, Key
-from handlers.jobs import Sweep, register_sweep
-from handlers.models import Account, AccountStatus
+from handlers.jobs import Sweep, SweepFailed, register_sweep
+from handlers.models import Account, AccountStatus, Service
 from handlers.money import fmt
 
 if TYPE_CHECKING:
@@ -56,13 +56,25 @@ def run_rules(services: "Services", rules: Sequence[str], at: dt.datetime, dry_r
     """Run ``rules`` over every open account (or the given ones); one transaction per account."""
     ids = list(account_ids) if account_ids is not None else services.run(_account_ids, readonly=True)
     lines: list[str] = []
+    failures: list[str] = []
     for account_id in ids:
         try:
             lines += services.run(sweep_account, account_id, rules, at, dry_run, actor=SCHEDULER, readonly=dry_run)
         except Exception as exc:  # one account's trouble must not stop the others; the next run retries it
             log.exception("billing sweep failed for account %s", account_id)
-            lines.append(f"account #{account_id} failed: {exc.__class__.__name__}: {exc}")
+            failures.append(f"account {_account_name(services, account_id)} failed: {exc.__class__.__name__}: {exc}")
+    if failures:
+        raise SweepFailed(lines, failures)  # the others are done; the sweep as a whole says it failed
     return lines
+
+
+def _account_name(services: "Services", account_id: int) -> str:
+    try:
+        name = services.run(lambda tx: tx.session.scalar(select(Account.name).where(Account.id == account_id)),
+                            readonly=True)
+    except Exception:  # naming the account must not hide the failure itself
+        name = None
+    return f"{name} (#{account_id})" if name else f"#{account_id}"
 
 
 def _sweep(rule: str, description: str) -> Sweep:
@@ -106,7 +118,7 @@ def forecast(tx: "Tx", days: int = 1) -> list[dict[str, Any]]:
         for i in range(days):
             day = start + dt.timedelta(days=i)
             tx.now = sweep_moment(tx, day)
-            planned: list[Action] = []
+            planned: list[Action] = _renewal_reminders(tx, accounts, day, assumed, catch_up=i == 0)
             for acc in accounts:
                 for rule in RULES.values():
                     planned += rule(tx, acc, assumed)
@@ -117,6 +129,34 @@ def forecast(tx: "Tx", days: int = 1) -> list[dict[str, Any]]:
     finally:
         tx.now = real_now
     return out
+
+
+def _renewal_reminders(tx: "Tx", accounts: list[Account], day: dt.date, assumed: set[Key], *,
+                       catch_up: bool) -> list[Action]:
+    """The renewal reminders the sweep sends on ``day``: one action per account, as its one email.
+
+    The next run (``catch_up``) also covers the days missed before it, as the sweep does.
+    """
+    from handlers.renewals import reminders
+    first = reminders.window_start(tx, day) if catch_up else day
+    by_account: dict[int, list[reminders.Due]] = {}
+    for due in reminders.plan(tx, first, day):
+        if ("renewal_reminder", due.service_id, due.occasion.label, due.expires_on) not in assumed:
+            by_account.setdefault(due.account_id, []).append(due)
+    names = dict(tx.session.execute(select(Service.id, Service.name).where(
+        Service.id.in_([d.service_id for dues in by_account.values() for d in dues]))).all()) if by_account else {}
+    actions = []
+    for acc in accounts:
+        for due in by_account.get(acc.id, []):
+            assumed.add(("renewal_reminder", due.service_id, due.occasion.label, due.expires_on))
+        if acc.id not in by_account:
+            continue
+        listed = ", ".join(f"{names[d.service_id]} ({d.occasion.label}, expires {d.expires_on})"
+                           for d in by_account[acc.id])
+        _, detail, _ = reminders.mail_outcome(acc)
+        actions.append(Action("renewal_reminders", acc, ("renewal_reminders", acc.id, day), f"{acc.name}: renewal "
+                              f"reminder for {listed}, {detail}", lambda tx: None))
+    return actions
 
 
 def forecast_text(days: list[dict[str, Any]]) -> str:

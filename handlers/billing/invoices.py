@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from handlers.billing.common import claim_notice, invoice_context, lock_account, money, send, today, why_no_email
 from handlers.errors import Conflict, InvalidInput, NotFound
+from handlers.money import fmt
 from handlers.models import (Account, AppSetting, Invoice, InvoiceLine, InvoiceStatus, LedgerEntry, LedgerKind,
                              Payment, PaymentAllocation)
 
@@ -192,11 +193,47 @@ def send_notice(tx: "Tx", acc: Account, inv: Invoice, *, occasion: str, kind: st
     if notice is None:
         return False, "already"
     if outcome == "sent":
-        context: dict[str, Any] = {"invoice": invoice_context(inv, day), "occasion": occasion}
-        send(tx, acc, kind, context, f"notice:{notice.id}", dunning=not manual)
+        send(tx, acc, kind, notices_context(acc, [(inv, kind, occasion)], day), f"notice:{notice.id}",
+             dunning=not manual)
     tx.audit(f"{kind}.{'sent' if outcome == 'sent' else 'recorded'}", subject=inv, account_id=acc.id,
              occasion=occasion, outcome=outcome)
     return True, outcome
+
+
+def notices_context(acc: Account, claimed: Sequence[tuple[Invoice, str, str]], day: dt.date) -> dict[str, Any]:
+    """What the reminder and overdue templates show: every invoice of one mail, overdue ones first."""
+    invoices = [{**invoice_context(inv, day), "occasion": occasion, "overdue": kind == "invoice_overdue"}
+                for inv, kind, occasion in claimed]
+    invoices.sort(key=lambda i: (not i["overdue"], i["due_on"]))
+    total = sum(inv.due_minor for inv, _, _ in claimed)
+    return {"invoices": invoices, "invoice": invoices[0], "occasion": invoices[0]["occasion"],
+            "overdue": [i for i in invoices if i["overdue"]], "upcoming": [i for i in invoices if not i["overdue"]],
+            "total_due": fmt(total, acc.currency)}
+
+
+def send_notices(tx: "Tx", acc: Account, items: Sequence[tuple[Any, ...]]) -> str | None:
+    """Claim each invoice's notice (exactly once each) and send the account's billing contacts one email
+    listing every invoice claimed; None when nothing was left to claim."""
+    day, claimed, first = today(tx), [], None
+    outcome = why_no_email(acc, dunning=True) or "sent"
+    for kind, _, inv_id, occasion, _ in items:
+        inv = tx.session.get(Invoice, inv_id)
+        if inv.due_minor <= 0 or inv.status not in (InvoiceStatus.issued, InvoiceStatus.partially_paid):
+            continue
+        notice = claim_notice(tx, kind=kind, subject_type="invoice", subject_id=inv.id, occasion=occasion,
+                              occasion_date=inv.due_on, account_id=acc.id, outcome=outcome)
+        if notice is None:
+            continue
+        first = first or notice
+        claimed.append((inv, kind, occasion))
+        tx.audit(f"{kind}.{'sent' if outcome == 'sent' else 'recorded'}", subject=inv, account_id=acc.id,
+                 occasion=occasion, outcome=outcome)
+    if not claimed:
+        return None
+    if outcome == "sent":
+        intent = "invoice_overdue" if any(k == "invoice_overdue" for _, k, _ in claimed) else "invoice_reminder"
+        send(tx, acc, intent, notices_context(acc, claimed, day), f"notice:{first.id}", dunning=True)
+    return ""
 
 
 def remind(tx: "Tx", number: str) -> tuple[Invoice, str]:

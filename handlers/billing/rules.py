@@ -15,16 +15,8 @@ from sqlalchemy import func, select
 
 from handlers.billing import invoices as inv_ops
 from handlers.billing import suspensions as sus_ops
-from handlers.billing.common import (
-    active_hold,
-    billing_recipients,
-    claim_notice,
-    notified,
-    open_invoices,
-    send,
-    today,
-    why_no_email,
-)
+from handlers.billing.common import active_hold, billing_recipients, claim_notice, day_start, notified, open_invoices, \
+    send, today, why_no_email
 from handlers.billing.credit import covered
 from handlers.billing.ledger import CreditState, credit_state
 from handlers.billing.payments import overdue_key
@@ -80,28 +72,33 @@ def _uncovered(tx: "Tx", acc: Account) -> list[tuple[Invoice, int]]:
     return [(inv, inv.due_minor - credit.get(inv.id, 0)) for inv in invoices if inv.due_minor > credit.get(inv.id, 0)]
 
 
-def invoice_notices(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
-    day, actions = today(tx), []
-    for inv, owed in _uncovered(tx, acc):
-        passed = [o for o in occasions(tx, inv) if inv.issued_on <= o[2] <= day]
-        if not passed:
-            continue
-        kind, occasion, _ = passed[-1]  # only the most recent occasion: catch-up sends one, not a backlog
-        key = (kind, "invoice", inv.id, occasion, inv.due_on)
-        if key in assumed or (occasion, inv.due_on) in notified(tx, kind, "invoice", inv.id):
-            continue
-        when = f"pay by {inv.due_on}, {fmt(owed, inv.currency)} due"
-        label = "reminder" if kind == "invoice_reminder" else "overdue notice"
-        text = f"{acc.name}: {label} {occasion} for {inv.number} ({when}), {_to(acc, dunning=True)}"
+def _due_notice(tx: "Tx", inv: Invoice, day: dt.date, assumed_items: set[Key]) -> Key | None:
+    """The invoice's most recent passed notice not sent yet (catch-up sends one, not a backlog), as its key."""
+    passed = [o for o in occasions(tx, inv) if inv.issued_on <= o[2] <= day]
+    if not passed:
+        return None
+    kind, occasion, _ = passed[-1]
+    key = (kind, "invoice", inv.id, occasion, inv.due_on)
+    if key in assumed_items or (occasion, inv.due_on) in notified(tx, kind, "invoice", inv.id):
+        return None
+    return key
 
-        def apply(tx: "Tx", inv_id: int = inv.id, occasion: str = occasion, kind: str = kind) -> str | None:
-            fresh = tx.session.get(Invoice, inv_id)
-            if fresh.due_minor <= 0 or fresh.status.value not in ("issued", "partially_paid"):
-                return None
-            claimed, _ = inv_ops.send_notice(tx, acc, fresh, occasion=occasion, kind=kind)
-            return "" if claimed else None
-        actions.append(Action("invoice_notices", acc, key, text, apply))
-    return actions
+
+def invoice_notices(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
+    """One action per account: every invoice reminder and overdue notice due today, in one email."""
+    day = today(tx)
+    assumed_items = {item for k in assumed if k and k[0] == "invoice_notices" for item in k[2]}
+    due = [(inv, owed, key) for inv, owed in _uncovered(tx, acc)
+           if (key := _due_notice(tx, inv, day, assumed_items)) is not None]
+    if not due:
+        return []
+    listed = "; ".join(f"{'reminder' if key[0] == 'invoice_reminder' else 'overdue notice'} {key[3]} for "
+                       f"{inv.number} (pay by {inv.due_on}, {fmt(owed, inv.currency)} due)"
+                       for inv, owed, key in due)
+    text = f"{acc.name}: {listed}, {_to(acc, dunning=True)}"
+    items = tuple(key for _, _, key in due)
+    return [Action("invoice_notices", acc, ("invoice_notices", acc.id, items), text,
+                   lambda tx: inv_ops.send_notices(tx, acc, items))]
 
 
 # -- automatic suspension of flagged accounts, removal warning and removal --------------------
@@ -135,51 +132,96 @@ def overdue_suspensions(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Actio
     return actions
 
 
+def _warned_until(tx: "Tx", sus: Suspension, assumed: set[Key]) -> dt.date | None:
+    """The removal day a warning already announced (moved when it went out late), or None: not warned yet."""
+    for key in assumed:
+        if key[:3] == ("removal_warning", "suspension", sus.id):
+            return key[3]
+    if tx.session.scalar(select(Notice.id).where(Notice.kind == "removal_warning", Notice.subject_type == "suspension",
+                                                 Notice.subject_id == sus.id).limit(1)) is None:
+        return None
+    return sus_ops.removal_day(tx, sus)
+
+
+def _removal_step(tx: "Tx", sus: Suspension, assumed: set[Key]) -> tuple[str, dt.date] | None:
+    """("removal_warning", the removal day it announces) or ("removal", the day), when one is due today.
+
+    Never a removal without a warning sent ``removal_warning_days`` before: a warning that goes out
+    late (downtime, a hold) moves the removal to that many days after it.
+    """
+    rday, day, n = sus_ops.removal_day(tx, sus), today(tx), tx.settings.removal_warning_days
+    if rday is None:
+        return None
+    warned = _warned_until(tx, sus, assumed)
+    if warned is None:
+        return ("removal_warning", max(rday, day + dt.timedelta(days=n))) if day >= rday - dt.timedelta(days=n) \
+            else None
+    if day < warned or ("removal", "suspension", sus.id, warned) in assumed or \
+            notified(tx, "removal", "suspension", sus.id):
+        return None
+    return "removal", warned
+
+
 def removals(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
-    day, actions = today(tx), []
+    actions = []
     held = active_hold(tx, acc.id)
     for sus in sus_ops.open_suspensions(tx, acc.id):
-        rday = sus_ops.removal_day(tx, sus)
-        if rday is None:
+        step = _removal_step(tx, sus, assumed)
+        if step is None:
             continue
-        warn_from = rday - dt.timedelta(days=tx.settings.removal_warning_days)
-        if day >= rday:
-            kind, occasion, verb = "removal", "0d", "remove the services"
-        elif day >= warn_from and tx.settings.removal_warning_days > 0:
-            kind, occasion, verb = "removal_warning", f"-{tx.settings.removal_warning_days}d", "warn of removal"
-        else:
+        kind, rday = step
+        key = (kind, "suspension", sus.id, rday)
+        if key in assumed:
             continue
-        key = (kind, "suspension", sus.id, occasion, rday)
-        if key in assumed or (occasion, rday) in notified(tx, kind, "suspension", sus.id):
-            continue
-        what = f"{acc.name}: {verb} on {rday} (suspended since {sus.started_at.astimezone(tx.settings.tz).date()})"
+        planned = sus_ops.removal_day(tx, sus)
+        verb = "remove the services" if kind == "removal" else "warn of removal"
+        moved = f", moved from {planned}: the warning goes out late" if kind != "removal" and rday != planned else ""
+        what = (f"{acc.name}: {verb} on {rday}{moved} (suspended since "
+                f"{sus.started_at.astimezone(tx.settings.tz).date()})")
         if held is not None:
             actions.append(Action("removals", acc, key, f"{what} - held, not acting", None))
             continue
-
-        def apply(tx: "Tx", sus_id: int = sus.id, kind: str = kind, occasion: str = occasion,
-                  rday: dt.date = rday) -> str | None:
-            fresh = tx.session.get(Suspension, sus_id)
-            if fresh.lifted_at is not None:
-                return None
-            notice = claim_notice(tx, kind=kind, subject_type="suspension", subject_id=sus_id, occasion=occasion,
-                                  occasion_date=rday, account_id=acc.id,
-                                  outcome=why_no_email(acc, dunning=False) or "sent")
-            if notice is None:
-                return None
-            if kind == "removal":
-                names = sus_ops.remove(tx, acc, fresh)
-                send(tx, acc, "removal_notice", {"services": names, "removed_on": rday.isoformat()},
-                     f"notice:{notice.id}")
-                return "removed: " + (", ".join(names) or "nothing left to remove")
-            owed = sum(i.due_minor for i in open_invoices(tx, acc.id))
-            send(tx, acc, "removal_warning", {"remove_on": rday.isoformat(), "owed": fmt(owed, acc.currency),
-                                              "services": [s.name for s in acc.services
-                                                           if s.status.value == "suspended"]},
-                 f"notice:{notice.id}")
-            return ""
-        actions.append(Action("removals", acc, key, f"{what}, {_to(acc, dunning=False)}", apply))
+        apply = _remove if kind == "removal" else _warn_of_removal
+        actions.append(Action("removals", acc, key, f"{what}, {_to(acc, dunning=False)}",
+                              lambda tx, sus_id=sus.id, rday=rday, apply=apply: apply(tx, acc, sus_id, rday)))
     return actions
+
+
+def _warn_of_removal(tx: "Tx", acc: Account, sus_id: int, remove_on: dt.date) -> str | None:
+    """Claim and send the removal warning; a late one moves the suspension's removal to ``remove_on``."""
+    fresh = tx.session.get(Suspension, sus_id)
+    if fresh.lifted_at is not None or _warned_until(tx, fresh, set()) is not None:
+        return None
+    planned = sus_ops.removal_day(tx, fresh)
+    notice = claim_notice(tx, kind="removal_warning", subject_type="suspension", subject_id=sus_id,
+                          occasion=f"-{tx.settings.removal_warning_days}d", occasion_date=planned, account_id=acc.id,
+                          outcome=why_no_email(acc, dunning=False) or "sent", detail=f"removal on {remove_on}")
+    if notice is None:
+        return None
+    if remove_on != planned:
+        fresh.remove_after = day_start(tx, remove_on)
+        tx.audit("suspension.removal_moved", subject=fresh, account_id=acc.id, planned=planned.isoformat(),
+                 remove_on=remove_on.isoformat(), why="the removal warning went out late")
+    owed = sum(i.due_minor for i in open_invoices(tx, acc.id))
+    send(tx, acc, "removal_warning", {"remove_on": remove_on.isoformat(), "owed": fmt(owed, acc.currency),
+                                      "services": [s.name for s in acc.services if s.status.value == "suspended"]},
+         f"notice:{notice.id}")
+    return f"removal on {remove_on}" if remove_on != planned else ""
+
+
+def _remove(tx: "Tx", acc: Account, sus_id: int, rday: dt.date) -> str | None:
+    """Remove the suspended services: only after the warning, on or after the day it announced."""
+    fresh = tx.session.get(Suspension, sus_id)
+    warned = None if fresh.lifted_at is not None else _warned_until(tx, fresh, set())
+    if warned is None or today(tx) < warned:
+        return None
+    notice = claim_notice(tx, kind="removal", subject_type="suspension", subject_id=sus_id, occasion="0d",
+                          occasion_date=warned, account_id=acc.id, outcome=why_no_email(acc, dunning=False) or "sent")
+    if notice is None:
+        return None
+    names = sus_ops.remove(tx, acc, fresh)
+    send(tx, acc, "removal_notice", {"services": names, "removed_on": today(tx).isoformat()}, f"notice:{notice.id}")
+    return "removed: " + (", ".join(names) or "nothing left to remove")
 
 
 # -- credit limit: warnings before, suspension on reaching it ---------------------------------

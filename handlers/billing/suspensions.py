@@ -67,8 +67,11 @@ def apply_status(tx: "Tx", acc: Account, why: str) -> tuple[list[str], list[str]
 
 def suspend(tx: "Tx", acc: Account, *, reason: SuspensionReason, text: str = "", service: Service | None = None,
             invoice: Invoice | None = None, dedupe_key: str | None = None,
-            remove_after: dt.datetime | None = None) -> Suspension | None:
-    """Open a suspension, update statuses and email the client; None if ``dedupe_key`` was used already."""
+            remove_after: dt.datetime | None = None, tell_client: bool = False) -> Suspension | None:
+    """Open a suspension, update statuses and email the client; None if ``dedupe_key`` was used already.
+
+    ``text`` is staff's reason: the client's email shows it only with ``tell_client``.
+    """
     if dedupe_key is not None and tx.session.scalar(
             select(Suspension.id).where(Suspension.dedupe_key == dedupe_key)) is not None:
         return None
@@ -87,7 +90,7 @@ def suspend(tx: "Tx", acc: Account, *, reason: SuspensionReason, text: str = "",
              services=names)
     day = today(tx)
     context: dict[str, Any] = {
-        "reason": reason.value, "why": REASON_TEXT[reason], "text": text,
+        "reason": reason.value, "why": REASON_TEXT[reason], "text": text if tell_client else "",
         "scope": service.name if service else "your account and all its services",
         "services": names or ([service.name] if service else []),
         "invoice": invoice_context(invoice, day) if invoice else None,

@@ -11,13 +11,18 @@ expiry, so a re-run or a second scheduler does nothing twice:
 - ``renewal_confirm`` (``code``): ``RENEWDESK_RENEWAL_CONFIRM_DAYS`` before expiry an undecided
   domain's account is also emailed a confirmation request with an activation code;
 - ``renewal_removal`` (``declined``): a declined service is removed on its expiry day;
-- ``renewal_removal`` (``lapsed``): an expired service nobody decided about is removed once
-  ``RENEWDESK_RENEWAL_GRACE_DAYS`` have passed. A hold stops both removals;
+- ``renewal_removal_warning`` (``lapsed``): ``RENEWDESK_REMOVAL_WARNING_DAYS`` before an expired
+  service nobody decided about is removed, its account is warned, with the removal date;
+- ``renewal_removal`` (``lapsed``): that service is removed once ``RENEWDESK_RENEWAL_GRACE_DAYS``
+  have passed, and never before the warning days have passed since the warning went out: a warning
+  sent late (downtime, a hold) moves the removal, and the notice records the day (its ``detail``).
+  A hold stops the warning and both removals.
 - ``renewal_expire``: an active service past its expiry and not renewed becomes ``expired`` (its
   status is the claim: only an active one changes) until a renewal completes or it is removed.
 
 Renewals and requests follow the days the sweep covers (after downtime, the missed ones); a
-removal stays due for ``LOOKBACK_DAYS`` (a longer hold or outage leaves it to staff).
+lapsed service is warned for ``LOOKBACK_DAYS`` after its removal was due (a longer hold or outage
+leaves it to staff).
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from handlers.actors import actor_name
 from handlers.billing.common import active_hold, claim_notice, today
 from handlers.billing.rules import Action, Key
 from handlers.clock import local_date
@@ -46,6 +52,7 @@ if TYPE_CHECKING:
 
 JOB = RULE = "renewal_automation"
 AUTO, CONFIRM, REMOVAL, EXPIRE = "renewal_auto", "renewal_confirm", "renewal_removal", "renewal_expire"
+WARN = "renewal_removal_warning"
 LOOKBACK_DAYS = 92
 PLANNED = (*REMINDED, ServiceStatus.cancelled)
 
@@ -65,10 +72,41 @@ def _confirm_range(tx: "Tx", first: dt.date, day: dt.date) -> tuple[dt.date, dt.
 
 
 def _removal_ranges(tx: "Tx", day: dt.date) -> tuple[tuple[dt.date, dt.date], tuple[dt.date, dt.date]]:
-    """(declined: expired up to today, lapsed: expired before the grace period), each LOOKBACK_DAYS long."""
+    """(declined: expired up to today, lapsed: expiries whose warning or removal may be due today).
+
+    A lapsed service is warned once its removal is ``removal_warning_days`` away, for ``LOOKBACK_DAYS``
+    after it was due; a late warning moves its removal by at most ``removal_warning_days``.
+    """
     lapsed_last = day - dt.timedelta(days=tx.settings.renewal_grace_days + 1)
+    warn_days = dt.timedelta(days=tx.settings.removal_warning_days)
     return ((day - dt.timedelta(days=LOOKBACK_DAYS), day),
-            (lapsed_last - dt.timedelta(days=LOOKBACK_DAYS), lapsed_last))
+            (lapsed_last - dt.timedelta(days=LOOKBACK_DAYS) - warn_days, lapsed_last + warn_days))
+
+
+def removal_due(tx: "Tx", expires_on: dt.date) -> dt.date:
+    """The day an expired service nobody renewed is due for removal: the day after the grace period."""
+    return expires_on + dt.timedelta(days=tx.settings.renewal_grace_days + 1)
+
+
+def removal_on(tx: "Tx", expires_on: dt.date, warned_on: dt.date) -> dt.date:
+    """The removal day a warning sent on ``warned_on`` announces: never sooner than the warning days after it."""
+    return max(removal_due(tx, expires_on), warned_on + dt.timedelta(days=tx.settings.removal_warning_days))
+
+
+def _warned(tx: "Tx", ids: list[int], assumed: set[Key]) -> dict[tuple[int, dt.date], dt.date]:
+    """{(service, expiry): the removal day its warning announced}, from the notices and a forecast's earlier days."""
+    out = {}
+    for sid, exp, detail, at in tx.session.execute(select(
+            Notice.subject_id, Notice.occasion_date, Notice.detail, Notice.created_at).where(
+            Notice.kind == WARN, Notice.subject_type == "service", Notice.subject_id.in_(ids))):
+        try:
+            out[(sid, exp)] = dt.date.fromisoformat((detail or "").removeprefix("removal on "))
+        except ValueError:
+            out[(sid, exp)] = removal_on(tx, exp, local_date(at, tx.settings.tz))
+    for key in assumed:
+        if key and key[0] == WARN:
+            out.update(((sid, exp), when) for (sid, exp), when in zip(key[3], key[4]))
+    return out
 
 
 def candidates(tx: "Tx", first: dt.date, day: dt.date) -> list[int]:
@@ -152,6 +190,11 @@ def plan_account(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
     expire_lo, expire_hi = _expire_range(day)
     expired = [s for s in svcs if s.status == ServiceStatus.active and expire_lo <= s.expires_on <= expire_hi
                and due(EXPIRE, "expired", s)]
+    warned = _warned(tx, [s.id for s in lapsed], assumed)
+    warn_from = day - dt.timedelta(days=LOOKBACK_DAYS)
+    to_warn = [s for s in lapsed if (s.id, s.expires_on) not in warned and removal_due(tx, s.expires_on) > warn_from
+               and due(WARN, "lapsed", s)]
+    lapsed = [s for s in lapsed if warned.get((s.id, s.expires_on), dt.date.max) <= day]
     actions = []
     if expired:
         actions.append(_action(acc, EXPIRE, "expired", expired, f"{acc.name}: expired, not renewed: "
@@ -163,8 +206,10 @@ def plan_account(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
     if codes:
         actions.append(_action(acc, CONFIRM, "code", codes, f"{acc.name}: confirmation request with an "
                                f"activation code for {_names(codes)}, {_to(acc)}", _request))
-    held = active_hold(tx, acc.id) if declined or lapsed else None
+    held = active_hold(tx, acc.id) if declined or lapsed or to_warn else None
     grace = tx.settings.renewal_grace_days
+    if to_warn:
+        actions.append(_warning_action(tx, acc, to_warn, held))
     for group, occasion, what in ((declined, "declined", "remove on expiry, renewal declined:"),
                                   (lapsed, "lapsed", f"remove, expired and not renewed within {grace} days:")):
         if not group:
@@ -176,6 +221,22 @@ def plan_account(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
         else:
             actions.append(_action(acc, REMOVAL, occasion, group, f"{text}, {_to(acc)}", _remove))
     return actions
+
+
+def _warning_action(tx: "Tx", acc: Account, group: list[Service], held: Any) -> Action:
+    """Warn of the removal of lapsed services; each one's removal day is at least the warning days away."""
+    when = tuple(removal_on(tx, s.expires_on, today(tx)) for s in group)
+    listed = ", ".join(f"{s.name} (expired {s.expires_on}, removal on {w}"
+                       + (f", moved from {removal_due(tx, s.expires_on)}: the warning goes out late"
+                          if w != removal_due(tx, s.expires_on) else "") + ")" for s, w in zip(group, when))
+    text = f"{acc.name}: warn of removal, expired and not renewed: {listed}"
+    if held is not None:
+        text += " - held, not acting" + (f" ({held.reason})" if held.reason else "")
+    else:
+        text += f", {_to(acc)}"
+    action = _action(acc, WARN, "lapsed", group, text, None if held is not None else _warn)
+    action.key = (*action.key, when)
+    return action
 
 
 def _action(acc: Account, kind: str, occasion: str, group: list[Service], text: str, fn: Any) -> Action:
@@ -261,6 +322,37 @@ def _expire(tx: "Tx", acc: Account, kind: str, occasion: str, items: Any) -> str
     return "expired"
 
 
+def _warn(tx: "Tx", acc: Account, kind: str, occasion: str, items: Any) -> str | None:
+    """Claim each service's warning (its removal day in ``detail``) and email the account once."""
+    if active_hold(tx, acc.id) is not None:
+        return None
+    day = today(tx)
+    outcome = "skipped_paper" if acc.invoicing == Invoicing.paper else "sent"
+    mine = []
+    for sid, exp in items:
+        svc = tx.session.get(Service, sid)
+        if svc is None or svc.expires_on != exp or svc.status not in REMINDED or svc.auto_renew \
+                or not _undecided(tx, svc):
+            continue
+        when = removal_on(tx, exp, day)
+        notice = claim_notice(tx, kind=kind, subject_type="service", subject_id=sid, occasion=occasion,
+                              occasion_date=exp, account_id=acc.id, outcome=outcome, detail=f"removal on {when}")
+        if notice is not None:
+            mine.append((svc, notice, when))
+    if not mine:
+        return None
+    tx.audit("renewal.removal_warning", account_id=acc.id, services={s.name: w.isoformat() for s, _, w in mine})
+    _email(tx, acc, "renewal_removal_warning", [(s, n) for s, n, _ in mine],
+           {"grace_days": tx.settings.renewal_grace_days,
+            "remove_on": {s.name: w.isoformat() for s, _, w in mine}})
+    return ""
+
+
+def _is_warned_and_due(tx: "Tx", svc: Service) -> bool:
+    when = _warned(tx, [svc.id], set()).get((svc.id, svc.expires_on))
+    return when is not None and when <= today(tx)
+
+
 def _remove(tx: "Tx", acc: Account, kind: str, occasion: str, items: Any) -> str | None:
     if active_hold(tx, acc.id) is not None:
         return None
@@ -268,15 +360,16 @@ def _remove(tx: "Tx", acc: Account, kind: str, occasion: str, items: Any) -> str
     if occasion == "declined":
         mine = _claim(tx, acc, kind, occasion, items, lambda s: s.status == ServiceStatus.cancelled)
     else:
-        mine = _claim(tx, acc, kind, occasion, items,
-                      lambda s: s.status in REMINDED and not s.auto_renew and _undecided(tx, s))
+        mine = _claim(tx, acc, kind, occasion, items, lambda s: s.status in REMINDED and not s.auto_renew
+                      and _undecided(tx, s) and _is_warned_and_due(tx, s))
     if not mine:
         return None
     for svc, _ in mine:
         if occasion == "declined":
             d = tx.session.scalar(select(RenewalDecision).where(RenewalDecision.service_id == svc.id)
                                   .order_by(RenewalDecision.id.desc()).limit(1))
-            why = (f"removed on expiry ({svc.expires_on}): renewal declined by {d.actor} ({d.auth_method}) on "
+            why = (f"removed on expiry ({svc.expires_on}): renewal declined by {actor_name(tx, d.actor)} "
+                   f"({d.auth_method}) on "
                    f"{local_date(d.decided_at, tx.settings.tz)}")
         else:
             why = f"removed: expired on {svc.expires_on} and not renewed within {grace} days"

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 from sqlalchemy import select
 
+from handlers.actors import actor_name
 from handlers.billing.common import lock_account
 from handlers.clock import local_date
 from handlers.models import (Account, DecisionAction, Invoice, RenewalDecision, RenewalRequest, RenewalTerm, Service,
@@ -199,13 +200,14 @@ def notify_sales(tx: Any, account: Account, decisions: Sequence[RenewalDecision]
     to = (account.sales_contact or tx.settings.sales_email or "").strip()
     if to:
         queue_email(tx, "renewal_sales", {"account_name": account.name, "account_ref": account.ref, "lines": lines,
-                                          "actor": auth.actor, "auth_method": auth.auth_method,
+                                          "actor": actor_name(tx, auth.actor), "auth_method": auth.auth_method,
                                           "channel": auth.channel, "recipient_name": "",
                                           "invoice": invoice_context(invoice), "paid": paid},
                     to=[Recipient(to)], account_id=account.id, dedupe_key=key)
         return to
     if tx.settings.slack_channel:
-        text = f"Renewal decisions for {account.name} ({account.ref}), by {auth.actor} via {auth.channel}: " + \
+        text = f"Renewal decisions for {account.name} ({account.ref}), by {actor_name(tx, auth.actor)} via " \
+            f"{auth.channel}: " + \
             "; ".join(line["text"] for line in lines) + ". Please complete them." + \
             (f" Invoice {invoice.number} is paid." if invoice is not None and paid else
              f" Invoice {invoice.number} was raised." if invoice is not None else "")

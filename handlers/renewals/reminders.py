@@ -13,6 +13,7 @@ every missed day, but sends each service only its most recent missed occasion.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
@@ -23,7 +24,7 @@ from sqlalchemy.orm import selectinload
 
 from handlers.clock import local_date
 from handlers.db import dialect_insert
-from handlers.jobs import Sweep, register_sweep
+from handlers.jobs import Sweep, SweepFailed, register_sweep
 from handlers.models import (Account, DecisionAction, Invoicing, JobRun, Notice, RenewalDecision, Service,
                              ServiceStatus)
 from handlers.outbox import Mail, Recipient, queue_many
@@ -31,6 +32,7 @@ from handlers.renewals import tokens
 from handlers.renewals.occasions import Occasion, due, in_cycle, occasions, phrase
 from handlers.renewals.people import renewal_recipients
 
+log = logging.getLogger("renewdesk.renewals")
 JOB = "renewal_reminders"
 KIND = "renewal_reminder"
 ACTOR = "system:scheduler"
@@ -122,19 +124,31 @@ def _claim(tx: Any, claims: list[tuple[int, Due, str, str]]) -> dict[int, int]:
     return {sid: nid for sid, nid in tx.session.execute(stmt, rows)} if rows else {}
 
 
-def buckets(items: Iterable[tuple[Any, Occasion]], today: dt.date) -> list[dict[str, Any]]:
-    """Services grouped by how soon they expire, soonest (or longest expired) first."""
+def removal_if_unrenewed(settings: Any, expires_on: dt.date, today: dt.date) -> dt.date:
+    """When an expired service nobody renews is removed, as far as known today: the day after the grace
+    period, and never sooner than ``removal_warning_days`` after today (the warning comes first)."""
+    return max(expires_on + dt.timedelta(days=settings.renewal_grace_days + 1),
+               today + dt.timedelta(days=settings.removal_warning_days))
+
+
+def buckets(items: Iterable[tuple[Any, Occasion]], today: dt.date, settings: Any = None) -> list[dict[str, Any]]:
+    """Services grouped by how soon they expire, soonest (or longest expired) first.
+
+    With ``settings``, an expired service's entry names the day it is removed unless renewed.
+    """
     groups: dict[str, dict[str, Any]] = {}
     for svc, occ in sorted(items, key=lambda p: (p[0].expires_on, p[0].name)):
         days, words = phrase(svc.expires_on, today, occ)
         group = groups.setdefault(words, {"phrase": words, "days": days, "domains": [], "others": []})
         entry = {"name": svc.name, "kind": svc.kind, "expires_on": svc.expires_on.isoformat(),
-                 "auto_renew": bool(svc.auto_renew)}
+                 "auto_renew": bool(svc.auto_renew),
+                 "remove_on": removal_if_unrenewed(settings, svc.expires_on, today).isoformat()
+                 if settings is not None and svc.expires_on < today else None}
         group["domains" if svc.kind == "domain" else "others"].append(entry)
     return sorted(groups.values(), key=lambda g: g["days"])
 
 
-def _outcome(account: Account) -> tuple[str, str, list[Recipient]]:
+def mail_outcome(account: Account) -> tuple[str, str, list[Recipient]]:
     """What happens to an account's reminder, known before the claim so each notice is written once, complete."""
     if account.invoicing == Invoicing.paper:
         return "skipped_paper", "paper invoicing: staff handle it by hand", []
@@ -164,7 +178,7 @@ def remind(tx: Any, batch: dict[int, list[Due]], today: dt.date) -> list[str]:
                  and svcs[d.service_id].expires_on == d.expires_on and svcs[d.service_id].status in REMINDED
                  and not svcs[d.service_id].auto_renew]
         if items:
-            todo.append((account, items, *_outcome(account)))
+            todo.append((account, items, *mail_outcome(account)))
     claimed = _claim(tx, [(acc.id, d, outcome, detail) for acc, items, outcome, detail, _ in todo for _, d in items])
     lines, writing = [], []
     for account, items, outcome, _, recipients in todo:
@@ -186,7 +200,8 @@ def remind(tx: Any, batch: dict[int, list[Due]], today: dt.date) -> list[str]:
          min(claimed[svc.id] for svc, _ in mine)) for account, mine, _ in writing], kind=tokens.REPLY)
     mails = []
     for (account, mine, recipients), token in zip(writing, secrets_):
-        common = {"account_name": account.name, "buckets": buckets([(svc, d.occasion) for svc, d in mine], today),
+        common = {"account_name": account.name, "buckets": buckets([(svc, d.occasion) for svc, d in mine], today,
+                                                                      tx.settings),
                   "count": len(mine), "example": mine[0][0].name, "page_url": tokens.page_url(tx.settings, token),
                   "grace_days": grace}
         # no dedupe_key: the notices claimed above, in this same transaction, already make the mail
@@ -210,6 +225,22 @@ def advance(tx: Any, today: dt.date, started: dt.datetime, job: str = JOB) -> No
     row.last_outcome, row.last_error, row.runs = "ok", None, (row.runs or 0) + 1
 
 
+def _remind_part(services: Any, batch: dict[int, list[Due]], today: dt.date, failures: list[str]) -> list[str]:
+    """One batch in one transaction; if it fails, each of its accounts alone, so one bad account stops no other."""
+    try:
+        return services.run(remind, batch, today, actor=ACTOR)
+    except Exception:  # rolled back as a whole: find the account at fault by doing them one by one
+        log.warning("a renewal reminder batch of %d account(s) failed; retrying them one by one", len(batch))
+    lines: list[str] = []
+    for account_id, dues in batch.items():
+        try:
+            lines += services.run(remind, {account_id: dues}, today, actor=ACTOR)
+        except Exception as exc:
+            log.exception("renewal reminders failed for account %s", account_id)
+            failures.append(f"account #{account_id} failed: {exc.__class__.__name__}: {exc}")
+    return lines
+
+
 def sweep(services: Any, at: dt.datetime, dry_run: bool = False) -> list[str]:
     """Send the reminders due as of ``at`` (or, with ``dry_run``, say what would go)."""
     today = local_date(at, services.settings.tz)
@@ -223,8 +254,11 @@ def sweep(services: Any, at: dt.datetime, dry_run: bool = False) -> list[str]:
     if dry_run:
         return [f"{covered}: would remind about {len(planned)} service(s) of {len(by_account)} account(s)"]
     lines: list[str] = []
+    failures: list[str] = []
     for part in chunks(sorted(by_account), ACCOUNTS_PER_BATCH):
-        lines += services.run(remind, {a: by_account[a] for a in part}, today, actor=ACTOR)
+        lines += _remind_part(services, {a: by_account[a] for a in part}, today, failures)
+    if failures:  # the day is not marked covered: the next run tries these accounts again
+        raise SweepFailed(lines, failures)
     for attempt in range(2):
         try:
             services.run(advance, today, started, actor=ACTOR)

@@ -62,7 +62,9 @@ def suspend(tx: "Tx", args: dict[str, Any]) -> Reply:
                        f"{local_time(tx, same[0].started_at)})", hint="unsuspend lifts it")
     if svc is not None and svc.status not in sus_ops.ACTIVE_OR_SUSPENDED:
         raise Conflict(f"{svc.name} is {svc.status.value}; only an active service can be suspended")
-    sus = sus_ops.suspend(tx, acc, reason=SuspensionReason.manual, text=reason, service=svc)
+    # the reason is staff's own note unless they say the client should read it
+    sus = sus_ops.suspend(tx, acc, reason=SuspensionReason.manual, text=reason, service=svc,
+                          tell_client=bool(args.get("tell_client")))
     services = [s.name for s in acc.services if s.status == ServiceStatus.suspended]
     return Reply(title=f"suspended {_scope(acc, svc)}",
                  text=f"suspended {_scope(acc, svc)}" + (f": {reason}" if reason else "")

@@ -89,13 +89,20 @@ def test_catch_up_after_downtime_sends_only_the_latest_missed_notice(services, c
         "+10d", "+10d", "+5d", "+5d"]  # plain and late
 
 
-def test_removal_catch_up_removes_without_a_late_warning(services, clock):
+def test_removal_catch_up_warns_first_and_moves_the_removal(services, clock):
+    """Down over the warning day and the removal day: the first sweep back warns and moves the removal
+    RENEWDESK_REMOVAL_WARNING_DAYS after the warning; nothing is removed before then."""
     _four(services)
     sweep(services, clock, "2026-11-23")
     assert state(services, "late")["status"] == "suspended"
     sweep(services, clock, "2026-12-28")  # down over the warning day and the removal day
-    assert [m[0] for m in mails(services) if m[1][0].endswith("late.test")][-1] == "removal_notice"
-    assert mails(services, "removal_warning") == []
+    assert len(mails(services, "removal_warning")) == 1 and mails(services, "removal_notice") == []
+    assert state(services, "late")["services"]["Late hosting"] == "suspended"
+    sweep(services, clock, "2026-12-30")
+    assert mails(services, "removal_notice") == []
+    sweep(services, clock, "2026-12-31")
+    assert len(mails(services, "removal_notice")) == 1
+    assert state(services, "late")["services"]["Late hosting"] == "removed"
 
 
 def test_a_sweep_interrupted_after_some_accounts_finishes_on_the_next_run(services, clock):

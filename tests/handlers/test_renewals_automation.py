@@ -167,7 +167,8 @@ def test_declined_services_are_removed_on_expiry_day_unless_the_account_is_held(
     assert status_of(services, ids["x.test"]) == "removed" and status_of(services, ids["y.test"]) == "removed"
     history = rows(services, ServiceEvent, ServiceEvent.service_id == ids["x.test"])
     assert history[-1].to_status == "removed" and history[-1].actor == "system:scheduler"
-    assert re.fullmatch(r"removed on expiry \(2026-11-23\): renewal declined by code:\d+ \(activation_code\) "
+    assert re.fullmatch(r"removed on expiry \(2026-11-23\): renewal declined by the client with an activation code "
+                        r"\(activation_code\) "
                         r"on 2026-11-21", history[-1].reason)
     mails = outbound(services, "renewal_removed_declined")
     assert sorted(m.recipients[0] for m in mails) == ["dev@acme.test", "owner@acme.test", "owner@beta.test"]
@@ -186,8 +187,15 @@ def test_lapsed_services_are_removed_after_the_grace_period_and_caught_up_after_
     decide(services, ids["account"], {ids["r.test"]: "renew"})
     sweep(services, TODAY)
     assert status_of(services, ids["l.test"]) == "expired"
-    # down for nine days: the removal was due on day 31 after expiry (TODAY + 6)
+    # down for nine days over the warning (TODAY + 3) and removal (TODAY + 6) days: the first sweep back warns
+    # and moves the removal three days after the warning
     lines = sweep(services, TODAY + dt.timedelta(days=10))
+    assert any("warn of removal, expired and not renewed: l.test (expired 2026-10-27, removal on 2026-12-04, "
+               "moved from 2026-11-27" in line for line in lines), lines
+    (warning,) = outbound(services, "renewal_removal_warning")
+    assert "l.test (expired 2026-10-27): removal on 2026-12-04" in text_of(warning)
+    assert status_of(services, ids["l.test"]) == "expired"
+    lines = sweep(services, TODAY + dt.timedelta(days=13))
     assert any("remove, expired and not renewed within 30 days: l.test (2026-10-27)" in line for line in lines)
     assert [status_of(services, ids[n]) for n in ("l.test", "r.test", "auto.test")] == ["removed", "expired",
                                                                                          "expired"]
@@ -196,7 +204,7 @@ def test_lapsed_services_are_removed_after_the_grace_period_and_caught_up_after_
     assert event.reason == "removed: expired on 2026-10-27 and not renewed within 30 days"
     (mail,) = outbound(services, "renewal_removed_lapsed")
     assert "not renewed within 30 days" in text_of(mail) and "l.test" in text_of(mail)
-    sweep(services, TODAY + dt.timedelta(days=11))
+    sweep(services, TODAY + dt.timedelta(days=14))
     assert len(outbound(services, "renewal_removed_lapsed")) == 1
 
 

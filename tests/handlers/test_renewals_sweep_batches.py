@@ -51,18 +51,20 @@ def test_statements_do_not_grow_with_the_accounts_reminded(services):
 
 def test_a_crash_between_batches_is_finished_by_the_next_run_without_doubling(services, monkeypatch):
     """Batches of two accounts; the second batch meets an unusable address and fails: the first
-    batch stays sent, the failed one left nothing behind, nothing later ran. Once the address is
-    fixed, the next run sends exactly what is missing: every recipient gets one reminder."""
+    batch stays sent, the failed batch is retried account by account, so only the account at fault
+    is left (nothing of it behind) and the later batch runs; the sweep says it failed. Once the
+    address is fixed, the next run sends exactly what is missing: every recipient gets one reminder."""
+    from handlers.jobs import SweepFailed
     monkeypatch.setattr(reminders, "ACCOUNTS_PER_BATCH", 2)
     ids = [make_account(services, f"acc{n}", {f"x{n}.test": str(TODAY + dt.timedelta(days=5))},
                         contacts=[(f"dev@acc{n}.test", ["renewals"], True)])["account"] for n in range(5)]
     services.run(lambda tx: tx.session.execute(update(Contact).where(
         Contact.account_id == ids[3], Contact.email == "dev@acc3.test").values(email="dev at acc3")))
-    with pytest.raises(InvalidInput, match="not an email address"):
+    with pytest.raises(SweepFailed, match=f"account #{ids[3]} failed: InvalidInput: not an email address"):
         sweep(services, TODAY)
-    assert len(notices(services)) == 2 and count(services, RenewalRequest) == 2
-    assert sorted(m.recipients[0] for m in outbound(services)) == [
-        "dev@acc0.test", "dev@acc1.test", "owner@acc0.test", "owner@acc1.test"]
+    assert len(notices(services)) == 4 and count(services, RenewalRequest) == 4
+    assert sorted(m.recipients[0] for m in outbound(services)) == sorted(
+        f"{who}@acc{n}.test" for n in (0, 1, 2, 4) for who in ("owner", "dev"))
 
     services.run(lambda tx: tx.session.execute(update(Contact).where(
         Contact.email == "dev at acc3").values(email="dev@acc3.test")))

@@ -28,7 +28,7 @@ invoice void N [REASON]
 payment record ACCOUNT AMOUNT [--invoices N,N,...] [--ref REF]
 charge add ACCOUNT AMOUNT TEXT
 credit-limit ACCOUNT AMOUNT
-suspend ACCOUNT|SERVICE [REASON]
+suspend ACCOUNT|SERVICE [--tell-client] [REASON]
 unsuspend ACCOUNT|SERVICE
 renewals due [--days 90] [--account ACCOUNT]
 renewal link ACCOUNT
@@ -177,7 +177,8 @@ def test_a_list_of_words_from_a_shell_is_taken_as_is():
 
 def test_alternatives_for_one_positional():
     """`ACCOUNT|SERVICE` and `[@staff|me]` each fill one argument."""
-    assert parse("suspend acme.test late payer").args == {"account_or_service": "acme.test", "reason": "late payer"}
+    assert parse("suspend acme.test late payer").args == {"account_or_service": "acme.test", "reason": "late payer",
+                                                          "tell_client": False}
     assert parse("unsuspend acme").args == {"account_or_service": "acme"}
     assert parse("ticket assign 3 me").args["staff_or_me"] == "me"
     assert parse("ticket assign 3 <@U0ABC|ann>").args["staff_or_me"] == "U0ABC"

@@ -5,7 +5,8 @@ The rule (docs/renewals.md "Catching up", docs/billing.md "Reminders and overdue
 "Flagged late payers"): the first sweep after downtime covers every missed day, but of the
 reminders and notices that fell due while it was down it sends each service, invoice and
 suspension only the most recent one: one renewal reminder per service, one invoice notice per
-invoice, and a removal whose day has passed without its late warning. Everything else that fell
+invoice. A removal whose warning day was missed is never done without it: the warning goes out
+late and moves the removal RENEWDESK_REMOVAL_WARNING_DAYS after it. Everything else that fell
 due is done, late: suspensions, automatic renewals, post-expiry notices. Nothing is doubled.
 
 Two databases get the same accounts. On A the scheduler's daily job runs every day; on B it runs
@@ -28,8 +29,16 @@ from tests.support.sweep_world import doubled, outcome
 D0 = dt.date(2026, 11, 21)
 LINES = [("Hosting, one month", "10.00", "1.90")]
 # a reminder or notice superseded by a later one of the same family, for the same subject, is not sent late
-FAMILY = {"renewal_reminder": "renewal_reminder", "invoice_reminder": "invoice", "invoice_overdue": "invoice",
-          "removal_warning": "removal", "removal": "removal"}
+FAMILY = {"renewal_reminder": "renewal_reminder", "invoice_reminder": "invoice", "invoice_overdue": "invoice"}
+REMOVALS = ("removal_warning", "removal")  # compared on their own: a late warning moves the removal
+
+
+def _but_removals(notices: Counter) -> Counter:
+    return Counter({n: c for n, c in notices.items() if n[0] not in REMOVALS})
+
+
+def _removals(notices: Counter) -> list[tuple]:
+    return sorted(n[:4] for n in notices.elements() if n[0] in REMOVALS)
 
 
 def day(n: int) -> str:
@@ -93,20 +102,24 @@ def test_three_days_down_sends_only_the_latest_missed_occasion_and_misses_nothin
         expected = base + everything + Counter(latest.values())
         superseded = sum(added.values(), Counter()) - Counter(latest.values()) - everything
         got_a, got_b = outcome(a), outcome(b)
-        assert got_b["notices"] == expected
+        assert _but_removals(got_b["notices"]) == _but_removals(expected)
+        assert _removals(got_a["notices"]) == [("removal", "late/overdue:L-1", "0d", day(4)),
+                                               ("removal_warning", "late/overdue:L-1", "-3d", day(4))]
+        # B missed the warning day: it warns on day 4 and removes three days later, on day 7
+        assert _removals(got_b["notices"]) == [("removal_warning", "late/overdue:L-1", "-3d", day(4))]
         assert {(k, s, o) for k, s, o, *_ in superseded} == {
             ("renewal_reminder", "dom/six.test", "-5d"), ("renewal_reminder", "dom/six.test", "-4d"),
             ("renewal_reminder", "dom/six.test", "-3d"), ("renewal_reminder", "dom/two.test", "-1d"),
             ("renewal_reminder", "dom/two.test", "0d"), ("renewal_reminder", "paper/paper.test", "-2d"),
-            ("renewal_reminder", "paper/paper.test", "-1d"), ("renewal_reminder", "paper/paper.test", "0d"),
-            ("removal_warning", "late/overdue:L-1", "-3d")}, superseded
+            ("renewal_reminder", "paper/paper.test", "-1d"), ("renewal_reminder", "paper/paper.test", "0d")}, superseded
         # what is done, not just said, is all done: suspensions, removals, automatic renewals, statuses
-        for part in ("suspensions", "statuses", "accounts"):
+        for part in ("suspensions", "accounts"):
             assert got_b[part] == got_a[part], part
+        assert {k: v for k, v in got_b["statuses"].items() if k != "late/Hosting late"} == \
+            {k: v for k, v in got_a["statuses"].items() if k != "late/Hosting late"}
         assert ("renewal_auto", "dom/auto.test") in {n[:2] for n in got_b["notices"]}
-        assert got_b["statuses"]["late/Hosting late"] == "removed"
-        assert not [m for m in outbound(b, "removal_warning")]      # no late warning before a removal
-        assert len(outbound(b, "removal_notice")) == 1
+        assert got_b["statuses"]["late/Hosting late"] == "suspended"   # warned today, removed on day 7
+        assert len(outbound(b, "removal_warning")) == 1 and not outbound(b, "removal_notice")
 
         # the one reminder after the outage is worded by the days actually left or gone
         text = text_of(outbound(b, "renewal_reminder")[-1])
@@ -120,7 +133,10 @@ def test_three_days_down_sends_only_the_latest_missed_occasion_and_misses_nothin
         got_a, got_b = outcome(a), outcome(b)
         for got in (got_a, got_b):
             assert not doubled(got["notices"]) and not doubled(got["suspensions"]) and not doubled(got["mails"])
-        assert got_b["notices"] == got_a["notices"] - superseded
+        assert _but_removals(got_b["notices"]) == _but_removals(got_a["notices"]) - superseded
+        assert _removals(got_b["notices"]) == [("removal", "late/overdue:L-1", "0d", day(7)),
+                                               ("removal_warning", "late/overdue:L-1", "-3d", day(4))]
+        assert len(outbound(b, "removal_notice")) == 1
         assert got_b["statuses"] == got_a["statuses"] and got_b["suspensions"] == got_a["suspensions"]
     finally:
         a.close()
