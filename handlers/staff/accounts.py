@@ -89,6 +89,11 @@ def _money(minor: int, currency: str) -> dict[str, str]:
     return {"amount": decimal_str(minor, currency), "currency": currency}
 
 
+def _sign(balance: int) -> str:
+    """What the balance's sign means, in words: the ledger counts what the client owes as negative."""
+    return "the client owes this" if balance < 0 else "in the client's favour" if balance > 0 else "settled"
+
+
 @register("account show")
 def account_show(tx: "Tx", args: dict[str, Any]) -> Reply:
     """Balance, credit limit, services, due invoices, open tickets, holds and suspensions."""
@@ -141,7 +146,8 @@ def account_show(tx: "Tx", args: dict[str, Any]) -> Reply:
     text = [f"{acc.name} (#{acc.id}, ref {acc.ref}) - {acc.status.value}",
             f"owner: {owner.email if owner else 'none'} · invoicing {acc.invoicing.value} · "
             f"auto-suspend {'on' if acc.auto_suspend else 'off'}",
-            f"balance: {fmt(balance, cur)} · credit: {fmt(credit, cur)} · owed after credit: {fmt(owed, cur)} · "
+            f"balance: {fmt(balance, cur)} ({_sign(balance)}) · credit: {fmt(credit, cur)} · "
+            f"owed after credit: {fmt(owed, cur)} · "
             f"credit limit: {limit_text(acc.credit_limit_minor, cur)}"]
     text.append(f"services ({len(services)}):" if services else "services: none")
     text += columns([(sv.name, sv.kind, sv.status.value,
