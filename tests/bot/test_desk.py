@@ -24,6 +24,7 @@ EVERY_COMMAND = [
     "ticket list --all", "ticket show 1", "ticket reply 1 Fixed it, please check.", "ticket note 1 called them",
     "ticket assign 1 me", "ticket hold 1", "ticket close 1", "ticket archive 1", "ticket unarchive 1",
     "invoice list --all", "invoice show INV-1", "invoice paid INV-1", "invoice remind INV-2",
+    "invoice create acme 10.00 extra work --tax 21", "payment list acme",
     "charge add acme 3.00 design work", "credit-limit acme 50", "hold acme --until 2026-12-31 talking to them",
     "unhold acme", "forecast", "renewals due", "renewal link acme", "renewal confirm acme", "renewal auto acme on",
     "renewal done host --expires 2028-06-01", "digest",
@@ -32,7 +33,7 @@ EVERY_COMMAND = [
     "unsuspend acme",  # conflict: not suspended (an answer all the same)
 ]
 DESTRUCTIVE = ["invoice void INV-3 wrong amount", "payment record acme 20 --invoices INV-2 --ref BANK-1",
-               "suspend acme talking to the bank"]
+               "suspend acme talking to the bank", "payment void 1 the bank returned it"]
 
 
 @pytest.fixture
