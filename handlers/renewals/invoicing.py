@@ -70,7 +70,8 @@ def raise_invoice(tx: Any, account: Account, decisions: Sequence[RenewalDecision
                           occasion_date=today(tx), account_id=account.id, outcome="raised")
     if notice is None:
         return None
-    invoice = issue(tx, account.id, [line_for(s, years) for s, years in billed], pay_by(tx, [s for s, _ in billed]))
+    invoice = issue(tx, account.id, [line_for(s, years) for s, years in billed], pay_by(tx, [s for s, _ in billed]),
+                    origin="renewal")
     notice.detail = invoice.number
     tx.audit("renewal.invoice", subject=invoice, account_id=account.id, number=invoice.number,
              decisions=[d.id for d in renewals], total=fmt(invoice.total_minor, invoice.currency))

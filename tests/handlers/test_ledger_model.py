@@ -1,8 +1,8 @@
 """A model-based test of the ledger: random sequences of money operations, the invariants after each step.
 
-Hypothesis drives one account through invoices issued, payments recorded (spread or for one
-invoice), payments voided, invoices voided, manual charges, credit-limit changes and the
-billing sweeps, with the clock moving forward. After every step, on SQLite and PostgreSQL:
+Hypothesis drives one account with two domains through invoices issued, payments recorded
+(spread or for one invoice), payments voided, invoices voided, manual charges, credit-limit
+changes, renewal decisions and the billing and renewal sweeps, with the clock moving forward. After every step, on SQLite and PostgreSQL:
 
 - the balance is what the operations say: payments still standing − invoices not void − charges
   outside invoices;
@@ -12,6 +12,8 @@ billing sweeps, with the clock moving forward. After every step, on SQLite and P
 - no open invoice is left that the account's credit could pay;
 - no overdue suspension stays open for an invoice that is paid or void, and no credit-limit
   suspension stays open for an account within its limit (or with none);
+- at most one open renewal invoice per service (its current term), whatever the decisions:
+  renew for 1 to 3 years or decline, one domain or both, repeated in any order;
 - nothing of it raises anything but the refusals the operations document.
 """
 from __future__ import annotations
@@ -27,13 +29,15 @@ from sqlalchemy import func, select
 from handlers.billing import credit, dunning, ledger, payments
 from handlers.billing import invoices as inv_ops
 from handlers.errors import RenewdeskError
-from handlers.models import (Account, Invoice, InvoiceStatus, LedgerEntry, LedgerKind, Payment, PaymentAllocation, Suspension,
-                             SuspensionReason)
+from handlers.models import (Account, DecisionAction, Invoice, InvoiceLine, InvoiceStatus, LedgerEntry, LedgerKind,
+                             Payment, PaymentAllocation, Service, Suspension, SuspensionReason)
+from handlers.renewals import decisions
 from tests.handlers.billing_helpers import account, account_id, load
 
 _refs = itertools.count(1)
 AMOUNTS = st.integers(min_value=1, max_value=50_000)
-RULES = ["invoice_notices", "overdue_suspensions", "removals", "credit_limits"]
+RULES = ["recurring_invoices", "invoice_notices", "overdue_suspensions", "removals", "credit_limits",
+         "renewal_automation"]
 
 
 def _machine(services, clock):
@@ -43,8 +47,12 @@ def _machine(services, clock):
             self.ref = f"m{next(_refs)}"
             self.now = dt.datetime(2026, 11, 1, 8, tzinfo=dt.timezone.utc)
             clock.set(self.now)
-            load(services, account(self.ref, auto_suspend=True, services=[]))
+            domains = [{"ref": f"{self.ref}-{d}.test", "kind": "domain", "name": f"{self.ref}-{d}.test",
+                        "status": "active", "expires_on": "2027-01-15", "period_years": 1, "price": "12.00"}
+                       for d in ("a", "b")]
+            load(services, account(self.ref, auto_suspend=True, services=domains))
             self.acc = account_id(services, self.ref)
+            self.domains = self._ids(Service, Service.account_id == self.acc)
 
         def run(self, fn, *args, **kwargs):
             try:
@@ -86,6 +94,16 @@ def _machine(services, clock):
             if ids:
                 number = services.run(lambda tx: tx.session.get(Invoice, ids[pick % len(ids)]).number, readonly=True)
                 self.run(inv_ops.void, number, "model")
+
+        @rule(which=st.sets(st.sampled_from([0, 1]), min_size=1), renew=st.booleans(), years=st.integers(1, 3))
+        def decide(self, which, renew, years):
+            def op(tx):
+                acc = tx.session.get(Account, self.acc)
+                choices = [decisions.Choice(tx.session.get(Service, self.domains[i]),
+                                            DecisionAction.renew if renew else DecisionAction.decline,
+                                            years if renew else None) for i in sorted(which)]
+                decisions.apply(tx, acc, choices, decisions.Authority("staff:UMODEL", "staff", "page"))
+            self.run(op)
 
         @rule(amount=AMOUNTS)
         def charge(self, amount):
@@ -131,6 +149,11 @@ def _machine(services, clock):
                     assert inv.status not in (InvoiceStatus.paid, InvoiceStatus.void), sus.dedupe_key
                 if sus.reason == SuspensionReason.credit_limit:
                     assert ledger.credit_state(tx, s.get(Account, acc)).reached, "suspended within the limit"
+            for sid in self.domains:
+                renewal_invoices = s.scalar(select(func.count(func.distinct(Invoice.id))).join(InvoiceLine).where(
+                    InvoiceLine.service_id == sid, Invoice.origin == "renewal",
+                    Invoice.status.in_([InvoiceStatus.issued, InvoiceStatus.partially_paid])))
+                assert renewal_invoices <= 1, "two open renewal invoices for one service's term"
     return Ledger
 
 
