@@ -137,7 +137,7 @@ def invoice_context(inv: Invoice, day: dt.date) -> dict[str, Any]:
     return {"number": inv.number, "issued_on": inv.issued_on.isoformat(), "due_on": inv.due_on.isoformat(),
             "total": fmt(inv.total_minor, inv.currency), "paid": fmt(inv.paid_minor, inv.currency),
             "due": fmt(inv.due_minor, inv.currency), "days": (inv.due_on - day).days,
-            "partly_paid": inv.paid_minor > 0,
+            "partly_paid": inv.paid_minor > 0, "due_minor": inv.due_minor,
             "lines": [{"text": ln.text, "amount": fmt(ln.amount_minor, inv.currency),
                        "tax": fmt(ln.tax_minor, inv.currency)} for ln in inv.lines]}
 

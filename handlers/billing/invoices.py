@@ -238,11 +238,16 @@ def send_notices(tx: "Tx", acc: Account, items: Sequence[tuple[Any, ...]]) -> st
 
 def remind(tx: "Tx", number: str) -> tuple[Invoice, str]:
     """Staff's `invoice remind N`: the reminder (or overdue notice) now, once per invoice and day."""
+    from handlers.billing.credit import covered
+
     inv = find(tx, number)
     acc = lock_account(tx, inv.account_id)
     tx.session.refresh(inv)
     if inv.status not in (InvoiceStatus.issued, InvoiceStatus.partially_paid):
         raise Conflict(f"invoice {inv.number} is {inv.status.value}; there is nothing to remind of")
+    if covered(tx, acc.id).get(inv.id, 0) >= inv.due_minor:  # never remind of what credit pays
+        raise Conflict(f"the credit on {acc.name}'s account covers {inv.number}; there is nothing to remind of",
+                       hint="the next sweep applies the credit to it")
     reason = why_no_email(acc, dunning=False)
     if reason == "paper_invoicing":
         raise Conflict(f"{acc.name} is on paper invoicing: send the reminder by post",

@@ -144,7 +144,11 @@ def describe(state: CreditState, currency: str) -> str:
     """One line: position, limit, headroom and the forecast."""
     if state.limit is None or state.headroom is None:
         return f"position {fmt(state.position, currency)}, no credit limit"
-    pace = "no spending in the last days" if state.days_left is None else \
-        f"about {fmt(round(state.daily), currency)} a day, limit in {state.days_left:.1f} days"
+    if state.headroom < 0:
+        pace = f"the limit is passed by {fmt(-state.headroom, currency)}"
+    elif state.days_left is None:
+        pace = "no spending in the last days"
+    else:
+        pace = f"about {fmt(round(state.daily), currency)} a day, limit in {state.days_left:.1f} days"
     return (f"position {fmt(state.position, currency)}, limit {fmt(state.limit, currency)}, "
             f"headroom {fmt(state.headroom, currency)}; {pace}")

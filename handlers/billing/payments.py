@@ -23,7 +23,7 @@ from handlers.billing.ledger import balance, credit, unallocated
 from handlers.errors import Conflict, InvalidInput, NotFound
 from handlers.models import (Account, AuditEvent, Invoice, InvoiceStatus, LedgerEntry, LedgerKind, Payment,
                              PaymentAllocation)
-from handlers.money import fmt
+from handlers.money import exponent, fmt
 
 if TYPE_CHECKING:
     from handlers.services import Tx
@@ -178,8 +178,7 @@ def _completed(tx: "Tx", invoices: Sequence[Invoice]) -> None:
 
 def summary_text(summary: dict[str, Any]) -> str:
     """The summary as plain text: each invoice's lines, tax, credit, earlier payments, what is left."""
-    def m(value: dict[str, str]) -> str:
-        return f"{value['amount']} {value['currency']}"
+    m = formatted
 
     pay = summary["payment"]
     out = [f"Payment {m(pay['amount'])}" + (f" (ref {pay['ref']})" if pay["ref"] else "")
@@ -267,7 +266,7 @@ def void(tx: "Tx", payment_id: int, reason: str) -> dict[str, Any]:
     if row.voided_at is not None:
         raise Conflict(f"payment #{row.id} was voided already on {row.voided_at.date()} by {row.voided_by}: "
                        f"{row.void_reason}")
-    before = unallocated(tx, acc.id)
+    before, credit_before = unallocated(tx, acc.id), credit(tx, acc.id)
     reopened = _reverse_allocations(tx, row)
     row.voided_at, row.voided_by, row.void_reason = tx.now, tx.actor, reason
     tx.session.add(LedgerEntry(account_id=acc.id, at=tx.now, kind=LedgerKind.payment, amount_minor=-row.amount_minor,
@@ -283,9 +282,10 @@ def void(tx: "Tx", payment_id: int, reason: str) -> dict[str, Any]:
                            for inv, part in reopened],
               "credit_reapplied": [{"number": inv.number, "amount": money(part, cur)} for inv, part in reapplied],
               "balance_after": money(balance(tx, acc.id), cur),
+              "credit_before": money(credit_before, cur), "credit_after": money(credit(tx, acc.id), cur),
               "owed_after_credit": money(sum(i.due_minor for i in open_invoices(tx, acc.id)), cur)}
     tx.audit("payment.void", subject=row, account_id=acc.id, **result)
-    send(tx, acc, "payment_void", {"void": result, "text": void_text(result)}, f"payment:{row.id}:void")
+    send(tx, acc, "payment_void", {"void": result, "text": client_void_text(result)}, f"payment:{row.id}:void")
     return result
 
 
@@ -299,6 +299,24 @@ def void_text(result: dict[str, Any]) -> str:
             for r in result["credit_reapplied"]]
     owed = result["owed_after_credit"]
     out.append(f"Now due on open invoices: {owed['amount']} {owed['currency']}")
+    return "\n".join(out)
+
+
+def formatted(value: dict[str, str]) -> str:
+    """An amount of a summary as the client reads it elsewhere: ``1,234.50 EUR``."""
+    return fmt(int(Decimal(value["amount"]).scaleb(exponent(value["currency"]))), value["currency"])
+
+
+def client_void_text(result: dict[str, Any]) -> str:
+    """The reversal as the client reads it: no internal ids or status words, the reason said once (above)."""
+    pay = result["payment"]
+    out = [f"The payment of {formatted(pay['amount'])}" + (f" (ref {pay['ref']})" if pay["ref"] else "")
+           + f" received on {pay['received_at'][:10]} no longer counts."]
+    out += [f"  Invoice {r['number']}: {formatted(r['amount'])} is due again." for r in result["reopened"]]
+    if result["credit_before"] != result["credit_after"]:
+        out.append(f"  Credit on your account: {formatted(result['credit_after'])} (it was {formatted(result['credit_before'])}).")
+    out += [f"  Your credit paid {formatted(r['amount'])} of invoice {r['number']}." for r in result["credit_reapplied"]]
+    out.append(f"Now due on your open invoices: {formatted(result['owed_after_credit'])}")
     return "\n".join(out)
 
 

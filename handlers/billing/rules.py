@@ -306,6 +306,7 @@ def credit_limits(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
         send(tx, acc, "credit_warning", {
             "days": level, "days_left": days_text, "position": fmt(state.position, cur),
             "limit": fmt(state.limit, cur), "headroom": fmt(state.headroom, cur),
+            "over": fmt(-state.headroom, cur) if state.reached else None, "suspends": acc.auto_suspend,
             "daily": fmt(round(state.daily), cur)}, f"notice:{notice.id}")
         return ""
     return [Action("credit_limits", acc, key, text, warn)]

@@ -100,8 +100,8 @@ def suspend(tx: "Tx", acc: Account, *, reason: SuspensionReason, text: str = "",
         from handlers.billing.ledger import credit_state
         from handlers.money import fmt
         state = credit_state(tx, acc)
-        context["credit"] = {"position": fmt(state.position, acc.currency), "limit": fmt(state.limit, acc.currency),
-                             "to_pay": fmt(max(0, 1 - state.headroom), acc.currency)}
+        context["credit"] = {"position": fmt(state.position, acc.currency), "limit": fmt(state.limit or 0, acc.currency),
+                             "to_pay": fmt(max(0, -(state.headroom or 0)), acc.currency)}
     send(tx, acc, "suspension_notice", context, f"suspension:{sus.id}:notice")
     slack_cards.queue_suspension_card(tx, sus)  # automatic ones only
     return sus

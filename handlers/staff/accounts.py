@@ -204,9 +204,14 @@ def account_history(tx: "Tx", args: dict[str, Any]) -> Reply:
             due=_money(inv.due_minor, inv.currency))
     for pay in s.scalars(select(Payment).where(Payment.account_id == acc.id)
                          .order_by(Payment.received_at.desc(), Payment.id.desc()).limit(HISTORY_LIMIT + 1)):
-        add(pay.received_at, "payment", f"payment {fmt(pay.amount_minor, pay.currency)}"
-            + (f" ref {pay.ref}" if pay.ref else ""), amount=_money(pay.amount_minor, pay.currency),
-            ref=pay.ref, method=pay.method, actor=pay.actor)
+        what = "credit applied" if pay.method == "credit" else f"payment P-{pay.id}"
+        add(pay.received_at, "payment", f"{what} {fmt(pay.amount_minor, pay.currency)}"
+            + (f" ref {pay.ref}" if pay.ref else "") + (f" ({pay.method})" if pay.method != "credit" else ""),
+            amount=_money(pay.amount_minor, pay.currency), ref=pay.ref, method=pay.method, actor=pay.actor)
+        if pay.voided_at is not None:
+            add(pay.voided_at, "payment_void", f"{what} {fmt(pay.amount_minor, pay.currency)} reversed: "
+                f"{pay.void_reason}", amount=_money(pay.amount_minor, pay.currency), reason=pay.void_reason,
+                actor=pay.voided_by)
     for entry in s.scalars(select(LedgerEntry).where(LedgerEntry.account_id == acc.id, LedgerEntry.source == "plan")
                            .order_by(LedgerEntry.at.desc(), LedgerEntry.id.desc()).limit(HISTORY_LIMIT + 1)):
         add(entry.at, "plan_charge", f"plan charge {fmt(-entry.amount_minor, entry.currency)}: {entry.text}",

@@ -67,7 +67,7 @@ def invoice_show(tx: "Tx", args: dict[str, Any]) -> Reply:
         "lines": [{"text": ln.text, "amount": money(ln.amount_minor, cur), "tax": money(ln.tax_minor, cur)}
                   for ln in inv.lines],
         "payments": [{"id": p.id, "ref": p.ref, "method": p.method, "received_at": iso(p.received_at),
-                      "amount": money(part, cur)} for p, part in paid]}
+                      "amount": money(part, cur), "voided": p.voided_at is not None} for p, part in paid]}
     text = [f"invoice {inv.number} - {inv.status.value}" + (f" ({inv.void_reason})" if inv.void_reason else ""),
             f"{acc.name} (#{acc.id}) · issued {inv.issued_on} · pay by {inv.due_on}"]
     text += columns([(ln.text, fmt(ln.amount_minor, cur), f"tax {fmt(ln.tax_minor, cur)}") for ln in inv.lines])
@@ -75,7 +75,8 @@ def invoice_show(tx: "Tx", args: dict[str, Any]) -> Reply:
                 f"left {fmt(inv.due_minor, cur)}")
     if paid:
         text.append("payments:")
-        text += columns([(local_time(tx, p.received_at), fmt(part, cur), p.method, p.ref or "") for p, part in paid])
+        text += columns([(local_time(tx, p.received_at), fmt(part, cur), f"P-{p.id}", p.method, p.ref or "",
+                          f"VOID: {p.void_reason}" if p.voided_at is not None else "") for p, part in paid])
     return Reply(title=f"invoice {inv.number}", text="\n".join(text), data=data)
 
 
@@ -182,7 +183,9 @@ def charge_add(tx: "Tx", args: dict[str, Any]) -> Reply:
     text = f"charged {acc.name} {fmt(-entry.amount_minor, acc.currency)}: {entry.text} " \
            f"(invoice {inv.number}, pay by {inv.due_on})\n" + ledger.describe(state, acc.currency)
     if state.reached:
-        text += "\nthe credit limit is reached: the next sweep suspends the account unless it is held or paid"
+        text += ("\nthe credit limit is passed: the client is warned, and a later sweep suspends the account unless "
+                 "it is held or paid" if acc.auto_suspend else
+                 "\nthe credit limit is passed; automatic suspension is off, so the client is warned, not suspended")
     return Reply(title=f"charge for {acc.name}", text=text, data={
         "id": entry.id, "account": {"id": acc.id, "name": acc.name}, "amount": money(-entry.amount_minor, acc.currency),
         "text": entry.text, "invoice": inv.number, "due_on": iso(inv.due_on),

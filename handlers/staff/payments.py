@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def _amount(value: dict[str, str]) -> str:
-    return f"{value['amount']} {value['currency']}"
+    return payments.formatted(value)
 
 
 @register("payment list")
@@ -23,7 +23,7 @@ def payment_list(tx: "Tx", args: dict[str, Any]) -> Reply:
     rows = payments.listing(tx, acc.id)
     text = [f"payments of {acc.name} ({len(rows)})" if rows else f"no payments for {acc.name}"]
     for row in rows:
-        went = ", ".join(f"{a['invoice']} {a['amount']['amount']}" for a in row["allocations"]) or "credit"
+        went = ", ".join(f"{a['invoice']} {_amount(a['amount'])}" for a in row["allocations"]) or "credit"
         status = f"VOID {row['voided']['at'][:10]} by {row['voided']['by']}: {row['voided']['reason']}" \
             if row["voided"] else ""
         text += columns([(f"P-{row['id']}", local_time(tx, dt.datetime.fromisoformat(row["received_at"])), _amount(row["amount"]), row["method"],

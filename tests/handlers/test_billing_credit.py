@@ -121,4 +121,4 @@ def test_charge_add_refuses_bad_amounts_and_reports_the_limit(services, clock):
         execute(services, "charge add meter -5 design", as_user=None)
     reply = execute(services, "charge add meter 20.00 Design work, 2 hours", as_user=None)
     assert reply.data["text"] == "Design work, 2 hours" and reply.data["limit_reached"] is True
-    assert "the next sweep suspends the account" in reply.text
+    assert "a later sweep suspends the account" in reply.text

@@ -153,3 +153,69 @@ def test_a_payment_method_must_be_known_and_the_received_date_not_in_the_future(
         execute(services, "invoice paid A-1 --method bitcoin", as_user=None)
     with pytest.raises(InvalidInput, match="in the future"):
         execute(services, "invoice paid A-1 --received 2099-01-01", as_user=None)
+
+
+def test_credit_texts_say_the_limit_is_passed_and_threaten_no_suspension_that_will_not_come(services, clock):
+    """With automatic suspension off, `charge add` past the limit and the client's warning say the limit is
+    passed and promise no suspension; with it on, the suspension email names exactly what brings the account
+    back (at the limit is within it, so 10.00 over needs 10.00, not 10.01)."""
+    from tests.support.mailflow import body_text, outbound
+    load(services, account("off", auto_suspend=False, credit_limit="100.00"),
+         account("on", auto_suspend=True, credit_limit="100.00"))
+    clock.set(at("2026-12-08", 7))
+    for ref in ("off", "on"):
+        reply = execute(services, f"charge add {ref} 110 Work", as_user=None)
+        assert "the limit is passed by 10.00 EUR" in reply.text and "limit in 0.0 days" not in reply.text
+    assert "automatic suspension is off, so the client is warned, not suspended" in \
+        execute(services, "charge add off 0.01 more", as_user=None).text
+    sweep(services, clock, "2026-12-08")
+    warning = {m.account_id: body_text(m) for m in outbound(services, "credit_warning")}
+    off, on = account_id(services, "off"), account_id(services, "on")
+    assert "passed its credit limit by 10.01 EUR" in warning[off] and "suspended" not in warning[off]
+    assert "Unless a payment of at least 10.00 EUR arrives, the account will be suspended." in warning[on]
+    sweep(services, clock, "2026-12-09")
+    notice = body_text(outbound(services, "suspension_notice")[0])
+    assert "A payment of at least 10.00 EUR brings it back within the limit" in notice
+    assert state(services, "off")["suspensions"] == [] and state(services, "on")["suspensions"] == [
+        ("credit_limit", True)]
+
+
+def test_the_new_invoice_email_asks_only_for_what_credit_left_to_pay(services, clock):
+    """Credit 5.00: an invoice of 8.00 is announced as 3.00 to pay, one of 2.00 (issued after) as paid from credit
+    once 5.00 more arrives; never "8.00 EUR to pay" for an invoice credit has paid."""
+    from tests.support.mailflow import body_text, outbound
+    acc = _late(services)
+    services.run(payments.record, acc, 7200 + 500, actor="test")  # A-1 paid, 5.00 credit
+    execute(services, "invoice create acme 8.00 Covered job", as_user=None)
+    services.run(payments.record, acc, 300 + 500, actor="test")  # the rest of it, and 5.00 credit again
+    execute(services, "invoice create acme 2.00 Small job", as_user=None)
+    new = outbound(services, "invoice_new")
+    assert [m.subject for m in new] == ["New invoice INV-1001: 3.00 EUR to pay by 2026-12-05",
+                                        "New invoice INV-1002: 2.00 EUR, paid from your credit"]
+    assert "paid 5.00 EUR of it; please pay the remaining 3.00 EUR" in body_text(new[0])
+    assert "there is nothing to pay" in body_text(new[1])
+
+
+def test_no_reminder_by_hand_for_an_invoice_credit_covers(services, clock):
+    """An invoice imported beside 100.00 of credit is not reminded of by `invoice remind` (it used to send
+    "40.00 EUR is still unpaid"); the next sweep pays it from the credit."""
+    load(services, account("acme"))
+    services.run(payments.record, account_id(services, "acme"), 10000, actor="test")
+    load(services, account("acme", invoices=[invoice("L-1", "2026-11-01", "2026-11-15", [("Hosting", "40.00", "0")])]))
+    with pytest.raises(Conflict, match="covers L-1"):
+        execute(services, "invoice remind L-1", as_user=None)
+    assert mails(services, "invoice_overdue") == []
+    sweep(services, clock, "2026-11-22")
+    assert state(services, "acme")["invoices"]["L-1"] == ("paid", 4000, 0)
+
+
+def test_a_voided_payment_is_marked_in_invoice_show_and_account_history(services, clock):
+    """After `payment void`, `invoice show` marks the payment VOID and `account history` lists its reversal
+    (both used to show it as if it still paid the invoice)."""
+    _late(services)
+    pid = execute(services, "invoice paid A-1 --ref P1 --method cheque", as_user=None).data["payment"]["id"]
+    execute(services, f"payment void {pid} bounced cheque", as_user=None)
+    shown = execute(services, "invoice show A-1", as_user=None)
+    assert shown.data["payments"][0]["voided"] is True and "VOID: bounced cheque" in shown.text
+    history = execute(services, "account history acme", as_user=None)
+    assert f"payment P-{pid} 72.00 EUR reversed: bounced cheque" in history.text
