@@ -80,8 +80,10 @@ def recurring_invoices(tx: Tx) -> set[int]:
 
     day = today(tx)
     rows = list(tx.session.execute(select(
-        Service.id, Service.account_id, Service.billing_period, Service.next_due_on, Service.due_day).where(
+        Service.id, Service.account_id, Service.billing_period, Service.next_due_on, Service.due_day).join(
+        Account, Account.id == Service.account_id).where(
         Service.next_due_on <= day + dt.timedelta(days=tx.settings.invoice_advance_days),
+        Service.currency == Account.currency,
         Service.billing_period.is_not(None), Service.kind != "domain", Service.price_minor > 0,
         Service.status.in_(BILLED_STATUSES))))
     found: set[int] = set()
