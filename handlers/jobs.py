@@ -147,7 +147,13 @@ def run_sweeps_report(services: Any, at: dt.datetime, *, dry_run: bool = False) 
         elif not done:
             report.lines.append(f"{sweep.name}: nothing to do")
         if not dry_run:
-            services.run(record_sweep, sweep.name, at, started, error, actor="system:scheduler")
+            for attempt in range(2):
+                try:
+                    services.run(record_sweep, sweep.name, at, started, error, actor="system:scheduler")
+                    break
+                except IntegrityError:  # another scheduler created the row first: update theirs
+                    if attempt:
+                        raise
     if report.failed and not dry_run:
         services.run(notify_failures, at, report.failed, actor="system:scheduler")
     return report

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, or_, select
 
 from handlers import slack_cards
+from handlers.billing.candidates import chunks
 from handlers.billing.common import OPEN_STATUSES, SCHEDULER, day_start, today
 from handlers.billing.dunning import forecast  # also registers the billing sweeps, which run before the digest
 from handlers.jobs import SWEEP_RUN_PREFIX, Sweep, register_sweep
@@ -27,13 +28,13 @@ if TYPE_CHECKING:
 
 FALLING_DUE_DAYS = 7
 LISTED = 20   # items listed per section; more are counted
+TOMORROW_RULES = ("overdue_suspensions", "removals", "credit_limits")  # the forecast's part the digest shows
 
 
 def build(tx: "Tx") -> dict[str, Any]:
     """The digest's sections as of now."""
     s, day = tx.session, today(tx)
     start, since = day_start(tx, day), tx.now - dt.timedelta(days=1)
-    names = dict(s.execute(select(Account.id, Account.name)).all())
     open_tickets = s.scalar(select(func.count()).select_from(Ticket).where(
         Ticket.status != TicketStatus.closed, Ticket.archived.is_(False))) or 0
     new_tickets = list(s.scalars(select(Ticket).where(Ticket.created_at > since).order_by(Ticket.id)))
@@ -43,8 +44,7 @@ def build(tx: "Tx") -> dict[str, Any]:
     suspended_today = list(s.scalars(select(Suspension).where(Suspension.started_at >= start)
                                      .order_by(Suspension.id)))
     removed_today = list(s.scalars(select(Notice).where(Notice.kind == "removal", Notice.created_at >= start)))
-    tomorrow = [a for d in forecast(tx, 1) for a in d["actions"]
-                if a["rule"] in ("overdue_suspensions", "removals", "credit_limits")]
+    tomorrow = [a for d in forecast(tx, 1, TOMORROW_RULES) for a in d["actions"]]
     held = list(s.scalars(select(Hold).where(Hold.lifted_at.is_(None), Hold.started_at <= tx.now,
                                              or_(Hold.until.is_(None), Hold.until > tx.now)).order_by(Hold.id)))
     by_hand = list(s.scalars(select(Notice).where(
@@ -58,6 +58,11 @@ def build(tx: "Tx") -> dict[str, Any]:
     failed = list(s.scalars(select(OutboundMail).where(
         OutboundMail.status.in_((OutboxStatus.failed, OutboxStatus.uncertain))).order_by(OutboundMail.id.desc())
         .limit(LISTED + 1)))
+    named = {x.account_id for rows in (new_tickets, invoices, suspended_today, removed_today, held, by_hand)
+             for x in rows}
+    names: dict[int, str] = {}  # only the accounts listed: the names of every account would cost what is kept
+    for part in chunks(sorted(a for a in named if a is not None)):
+        names.update(s.execute(select(Account.id, Account.name).where(Account.id.in_(part))).all())
     number = {i.id: i.number for i in s.scalars(select(Invoice).where(
         Invoice.id.in_([n.subject_id for n in by_hand if n.subject_type == "invoice"])))} if by_hand else {}
     service = {v.id: v.name for v in s.scalars(select(Service).where(

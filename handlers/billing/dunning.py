@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from sqlalchemy import select
 
+from handlers.billing import candidates
 from handlers.billing.common import SCHEDULER, day_start, lock_account, today
 from handlers.billing.rules import RULES, Action, Key
 from handlers.jobs import Sweep, SweepFailed, register_sweep
@@ -26,9 +27,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("renewdesk.billing")
 
 
-def _account_ids(tx: "Tx") -> list[int]:
-    return list(tx.session.scalars(select(Account.id).where(Account.status != AccountStatus.closed)
-                                   .order_by(Account.id)))
+def _account_ids(tx: "Tx", rules: Sequence[str], at: dt.datetime, dry_run: bool) -> list[int]:
+    """The open accounts ``rules`` may act on as of ``at``, and (a real run) those whose credit pays an invoice."""
+    tx.now = at
+    return candidates.accounts_for(tx, rules, credit=not dry_run)
 
 
 def sweep_account(tx: "Tx", account_id: int, rules: Sequence[str], at: dt.datetime, dry_run: bool) -> list[str]:
@@ -53,8 +55,10 @@ def sweep_account(tx: "Tx", account_id: int, rules: Sequence[str], at: dt.dateti
 
 def run_rules(services: "Services", rules: Sequence[str], at: dt.datetime, dry_run: bool,
               account_ids: Sequence[int] | None = None) -> list[str]:
-    """Run ``rules`` over every open account (or the given ones); one transaction per account."""
-    ids = list(account_ids) if account_ids is not None else services.run(_account_ids, readonly=True)
+    """Run ``rules`` over the open accounts that may have something to do (or the given ones); one transaction
+    per account. Which accounts: :mod:`handlers.billing.candidates`, so the cost follows what is due."""
+    ids = list(account_ids) if account_ids is not None else \
+        services.run(_account_ids, rules, at, dry_run, readonly=True)
     lines: list[str] = []
     failures: list[str] = []
     for account_id in ids:
@@ -98,11 +102,13 @@ def sweep_moment(tx: "Tx", day: dt.date) -> dt.datetime:
     return day_start(tx, day) + dt.timedelta(hours=tx.settings.digest_hour)
 
 
-def forecast(tx: "Tx", days: int = 1) -> list[dict[str, Any]]:
+def forecast(tx: "Tx", days: int = 1, rules: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """What the sweeps will do on each of the next ``days`` days, by day and account; changes nothing.
 
     Day 1 is the next sweep: today's if it has not run yet (before the digest hour), else tomorrow's.
-    Each day assumes the earlier days' actions were done, so a notice is forecast once.
+    Each day assumes the earlier days' actions were done, so a notice is forecast once. ``rules``:
+    only these billing rules, and no renewal reminders (default: every rule and the reminders).
+    Each day looks only at the accounts the rules may act on (:mod:`handlers.billing.candidates`).
     """
     if not 1 <= days <= 366:
         from handlers.errors import InvalidInput
@@ -112,16 +118,17 @@ def forecast(tx: "Tx", days: int = 1) -> list[dict[str, Any]]:
         start += dt.timedelta(days=1)
     assumed: set[Key] = set()
     out = []
-    accounts = list(tx.session.scalars(select(Account).where(Account.status != AccountStatus.closed)
-                                       .order_by(Account.name, Account.id)))
+    names = list(RULES) if rules is None else [r for r in RULES if r in rules]
     try:
         for i in range(days):
             day = start + dt.timedelta(days=i)
             tx.now = sweep_moment(tx, day)
-            planned: list[Action] = _renewal_reminders(tx, accounts, day, assumed, catch_up=i == 0)
+            reminded = _reminders_due(tx, day, assumed, catch_up=i == 0) if rules is None else {}
+            accounts = _ordered(tx, candidates.accounts_for(tx, names, credit=False) + list(reminded))
+            planned: list[Action] = _renewal_reminders(tx, accounts, reminded, day, assumed)
             for acc in accounts:
-                for rule in RULES.values():
-                    planned += rule(tx, acc, assumed)
+                for name in names:
+                    planned += RULES[name](tx, acc, assumed)
             assumed |= {a.key for a in planned if a.apply is not None}  # what a hold blocks is still to come
             out.append({"day": day.isoformat(), "at": tx.now.isoformat(), "actions": [
                 {"rule": a.rule, "account": {"id": a.account.id, "name": a.account.name}, "text": a.text,
@@ -131,9 +138,27 @@ def forecast(tx: "Tx", days: int = 1) -> list[dict[str, Any]]:
     return out
 
 
-def _renewal_reminders(tx: "Tx", accounts: list[Account], day: dt.date, assumed: set[Key], *,
-                       catch_up: bool) -> list[Action]:
-    """The renewal reminders the sweep sends on ``day``: one action per account, as its one email.
+_ORDER_IN_SQL = 20_000  # up to this many accounts are ordered by one query on their ids
+
+
+def _ordered(tx: "Tx", ids: Sequence[int]) -> list[Account]:
+    """The open accounts of ``ids`` in the forecast's order (by name, as the database collates names)."""
+    wanted = set(ids)
+    if not wanted:
+        return []
+    if len(wanted) <= _ORDER_IN_SQL:
+        return list(tx.session.scalars(select(Account).where(Account.id.in_(sorted(wanted)),
+                                                             Account.status != AccountStatus.closed)
+                                       .order_by(Account.name, Account.id)))
+    order = [a for a in tx.session.scalars(select(Account.id).where(Account.status != AccountStatus.closed)
+                                           .order_by(Account.name, Account.id)) if a in wanted]
+    loaded = {a.id: a for part in candidates.chunks(order)
+              for a in tx.session.scalars(select(Account).where(Account.id.in_(part)))}
+    return [loaded[a] for a in order]
+
+
+def _reminders_due(tx: "Tx", day: dt.date, assumed: set[Key], *, catch_up: bool) -> dict[int, list[Any]]:
+    """The renewal reminders due on ``day`` not assumed sent, by account.
 
     The next run (``catch_up``) also covers the days missed before it, as the sweep does.
     """
@@ -143,6 +168,13 @@ def _renewal_reminders(tx: "Tx", accounts: list[Account], day: dt.date, assumed:
     for due in reminders.plan(tx, first, day):
         if ("renewal_reminder", due.service_id, due.occasion.label, due.expires_on) not in assumed:
             by_account.setdefault(due.account_id, []).append(due)
+    return by_account
+
+
+def _renewal_reminders(tx: "Tx", accounts: list[Account], by_account: dict[int, list[Any]], day: dt.date,
+                       assumed: set[Key]) -> list[Action]:
+    """The renewal reminders the sweep sends on ``day``: one action per account, as its one email."""
+    from handlers.renewals import reminders
     names = dict(tx.session.execute(select(Service.id, Service.name).where(
         Service.id.in_([d.service_id for dues in by_account.values() for d in dues]))).all()) if by_account else {}
     actions = []

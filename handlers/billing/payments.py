@@ -239,9 +239,16 @@ def overdue_key(tx: "Tx", invoice_id: int) -> str:
     A payment that was voided reopens the invoice: the normal rules may then suspend for it
     again, under a new key, instead of being blocked by the suspension the payment lifted.
     """
-    reopened = tx.session.scalar(select(func.count()).select_from(PaymentAllocation).join(Payment).where(
-        PaymentAllocation.invoice_id == invoice_id, Payment.voided_at.is_not(None), Payment.method != CREDIT)) or 0
-    return f"overdue:invoice:{invoice_id}" + (f":reopened:{reopened}" if reopened else "")
+    return overdue_keys(tx, [invoice_id])[invoice_id]
+
+
+def overdue_keys(tx: "Tx", invoice_ids: Sequence[int]) -> dict[int, str]:
+    """:func:`overdue_key` of many invoices with one statement: invoice id → key."""
+    reopened = dict(tx.session.execute(
+        select(PaymentAllocation.invoice_id, func.count()).join(Payment).where(
+            PaymentAllocation.invoice_id.in_(list(invoice_ids)), Payment.voided_at.is_not(None),
+            Payment.method != CREDIT).group_by(PaymentAllocation.invoice_id)).all()) if invoice_ids else {}
+    return {i: f"overdue:invoice:{i}" + (f":reopened:{reopened[i]}" if reopened.get(i) else "") for i in invoice_ids}
 
 
 def void(tx: "Tx", payment_id: int, reason: str) -> dict[str, Any]:

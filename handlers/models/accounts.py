@@ -51,7 +51,7 @@ class Account(Base):
     status: Mapped[AccountStatus] = enum_column(AccountStatus, default=AccountStatus.active)
     currency: Mapped[str] = mapped_column(String(3))
     # how far the position may go below zero; None: no limit (nothing is suspended for credit)
-    credit_limit_minor: Mapped[Optional[int]] = mapped_column(Minor, default=None)
+    credit_limit_minor: Mapped[Optional[int]] = mapped_column(Minor, default=None, index=True)
     invoicing: Mapped[Invoicing] = enum_column(Invoicing, default=Invoicing.electronic)
     auto_suspend: Mapped[bool] = mapped_column(Boolean, default=False)
     overdue_notices: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -106,6 +106,8 @@ class Service(Base):
         UniqueConstraint("account_id", "ref"),
         # the reminder sweep asks "which services expire on day D": a range scan, not a full one
         Index("ix_service_expires_on_status", "expires_on", "status"),
+        # the recurring invoice sweep asks "whose next period is due by day D"
+        Index("ix_service_next_due_on", "next_due_on"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -153,7 +155,9 @@ class Suspension(Base):
     """A reason-coded suspension of an account (all its services) or of one service."""
 
     __tablename__ = "suspension"
-    __table_args__ = (Index("ix_suspension_open", "account_id", "lifted_at"),)
+    __table_args__ = (Index("ix_suspension_open", "account_id", "lifted_at"),
+                      # the removal sweep asks "which open suspensions are removed by day D"
+                      Index("ix_suspension_removal", "lifted_at", "remove_after"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))

@@ -56,10 +56,10 @@ def test_real_output_becomes_rows_with_verdicts_from_the_figures(results, tmp_pa
     sweep = results["sweep"]["lines"]
     ratio = next(ln["ratio_largest_to_smallest"] for ln in sweep if "ratio_largest_to_smallest" in ln)
     big = next(ln["seconds"] for ln in sweep if "target_seconds" in ln)
-    row = _table_row(text, "reminder sweep, largest / smallest database (`bench.sweep`)")
+    row = _table_row(text, "daily sweeps (every kind), largest / smallest database (`bench.sweep`)")
     assert row[1] == f"{report._num(ratio)} x" and row[4] == ("**met**" if ratio <= 2 else "**not met**")
     assert "300 services" in row[3] and "600 services" in row[3]
-    row = _table_row(text, "reminder sweep with many services due (`bench.sweep`)")
+    row = _table_row(text, "daily sweeps (every kind) with 1% of the services due (`bench.sweep`)")
     assert row[4] == ("**met**" if big <= 5 else "**not met**")
 
     # what was not run says so instead of showing a number
