@@ -214,17 +214,30 @@ def _row(services: Any, name: str, **values: Any) -> None:
             continue
 
 
+def _record(services: Any, name: str, **values: Any) -> bool:
+    """:func:`_row`, except that a database that is away is logged in one line, not raised: the
+    scheduler's next run records again (the outage itself is logged where it was met)."""
+    from handlers.errors import TemporaryFailure
+    try:
+        _row(services, name, **values)
+        return True
+    except TemporaryFailure as exc:
+        log.warning("job %s: could not record its run: %s", name, exc)
+        return False
+
+
 def run_job(services: Any, name: str, fn: Callable[[], Any]) -> Any:
     """Run ``fn`` as job ``name``, recording start, end and outcome; errors are logged, not raised."""
-    _row(services, name, last_started_at=services.clock.now())
+    if not _record(services, name, last_started_at=services.clock.now()):
+        return None  # the database is away: nothing to run against; the next run does it
     try:
         result = fn()
     except Exception as exc:  # a job must not kill the scheduler; the error is kept for `status`
         log.error("job %s failed: %s", name, exc)
         log.debug("%s", traceback.format_exc())
-        _row(services, name, last_finished_at=services.clock.now(), last_outcome="error",
-             last_error=f"{exc.__class__.__name__}: {exc}"[:2000], runs=lambda r: (r.runs or 0) + 1)
+        _record(services, name, last_finished_at=services.clock.now(), last_outcome="error",
+                last_error=f"{exc.__class__.__name__}: {exc}"[:2000], runs=lambda r: (r.runs or 0) + 1)
         return getattr(exc, "result", None)  # a job that did part of its work says what it did
-    _row(services, name, last_finished_at=services.clock.now(), last_outcome="ok", last_error=None,
-         runs=lambda r: (r.runs or 0) + 1)
+    _record(services, name, last_finished_at=services.clock.now(), last_outcome="ok", last_error=None,
+            runs=lambda r: (r.runs or 0) + 1)
     return result
