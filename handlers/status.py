@@ -48,6 +48,8 @@ def report(tx: Any) -> dict[str, Any]:
                    "last_error": {"id": last_error[0], "error": last_error[1]} if last_error else None},
         "scheduler": {"alive": alive, "last_heartbeat": _iso(beat.last_finished_at) if beat else None,
                       "jobs": jobs},
+        # jobs whose last run failed: a monitor reads this (and `renewdesk status` exits 1 while it is not empty)
+        "failing": sorted(name for name, job in jobs.items() if job["last_outcome"] == "error"),
     }
 
 

@@ -259,7 +259,7 @@ def cmd_status(settings: Any, args: argparse.Namespace) -> int:
     print(json.dumps(data, indent=2) if args.json else status.text(data))
     if not ok:
         raise TemporaryFailure("the database is unavailable")
-    return 0
+    return 1 if data.get("failing") else 0  # a monitor sees a failing sweep by the exit status too
 
 
 COMMANDS = {

@@ -1,6 +1,7 @@
 """Sweep safety: nothing destructive without a warning, sweeps that fail alone and loudly, mail a person
 would send. Each test is a scenario a user met on the code before; its docstring says what it proves."""
 import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
@@ -81,8 +82,10 @@ def test_the_sweep_command_exits_non_zero_naming_the_failed_sweep_and_refuses_an
     assert "the sweep failed: invoice_notices (account Late Ltd" in err and "TemplateSyntaxError" in err
     assert "overdue_suspensions: Late Ltd: suspend the account" in out.stdout.decode()
     assert state(services, "late")["status"] == "suspended"
-    status = run("status", env=env).stdout.decode()
-    assert "sweep:invoice_notices" in status and "FAILED" in status
+    status = run("status", env=env)
+    assert "sweep:invoice_notices" in status.stdout.decode() and "FAILED" in status.stdout.decode()
+    assert status.returncode == 1  # a monitor sees it by the exit status too (it used to be 0)
+    assert "sweep:invoice_notices" in json.loads(run("status", "--json", env=env).stdout)["failing"]
     earlier = run("sweep", "--at", "2026-11-22T08:00:00+00:00", env=env)
     assert earlier.returncode == Conflict.exit_code
     first = earlier.stderr.decode().splitlines()[0]
