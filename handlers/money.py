@@ -69,8 +69,8 @@ def parse_amount(text: object, *, path: str | None = None) -> Decimal:
     if isinstance(text, int):
         return Decimal(text)
     if isinstance(text, Decimal):
-        if not text.is_finite():
-            raise InvalidInput(f"not an amount: {text}", path=path)
+        if not text.is_finite() or "E" in str(text):  # 1e3 in JSON: exponent forms are refused as in text
+            raise InvalidInput(f"not an amount: {text}; write it out, like 1000 or 1000.00", path=path)
         return text
     raw = str(text).strip()
     m = _AMOUNT.fullmatch(raw)

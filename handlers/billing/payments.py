@@ -95,6 +95,7 @@ def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[s
     credit_left = credit(tx, acc.id) if apply_credit else 0
     credit_before, pay_left = credit_left, amount_minor
     rows: list[dict[str, Any]] = []
+    reached: list[Invoice] = []
     from_payment: list[tuple[Invoice, int]] = []
     from_credit: list[tuple[Invoice, int]] = []
     for inv in targets:
@@ -104,6 +105,9 @@ def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[s
         credit_left -= by_credit
         pay_left -= by_payment
         cur = inv.currency
+        if not (by_credit or by_payment or invoices):
+            continue  # an open invoice this payment did not reach is not part of its summary
+        reached.append(inv)
         rows.append({
             "number": inv.number, "issued_on": inv.issued_on.isoformat(), "due_on": inv.due_on.isoformat(),
             "lines": [{"text": ln.text, "amount": money(ln.amount_minor, cur), "tax": money(ln.tax_minor, cur)}
@@ -155,7 +159,7 @@ def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[s
         "to_credit": money(pay_left, cur),
         "credit_then_paid": [{"number": inv.number, "amount": money(part, cur)} for inv, part in then],
         "credit_after": money(credit(tx, acc.id), cur),
-        "still_due": money(sum(inv.due_minor for inv in targets), cur),
+        "still_due": money(sum(inv.due_minor for inv in reached), cur),
         "balance_after": money(balance(tx, acc.id), cur),
         "replayed": False,
     }

@@ -12,7 +12,7 @@ from handlers.billing import invoices as inv_ops
 from handlers.billing import ledger, payments
 from handlers.billing.common import OPEN_STATUSES, billing_recipients, money
 from handlers.errors import InvalidInput
-from handlers.models import Account, Invoice, InvoiceStatus
+from handlers.models import Account, Invoice, InvoiceStatus, Payment
 from handlers.money import fmt, to_minor
 from handlers.staff.accounts import resolve_account
 from handlers.staff.commands import Reply, columns, iso, local_time, register, today
@@ -129,10 +129,14 @@ def invoice_create(tx: "Tx", args: dict[str, Any]) -> Reply:
 def invoice_paid(tx: "Tx", args: dict[str, Any]) -> Reply:
     """A payment for one invoice: the amount left unless AMOUNT says less (the rest stays due)."""
     inv = inv_ops.find(tx, args["n"])
-    if inv.status not in OPEN_STATUSES:
+    ref = (args.get("ref") or "").strip()
+    earlier = tx.session.scalar(select(Payment).where(Payment.ref == ref)) if ref else None
+    if inv.status not in OPEN_STATUSES and earlier is None:
         from handlers.errors import Conflict
         raise Conflict(f"invoice {inv.number} is {inv.status.value}; nothing is left to pay")
     amount = inv.due_minor if args.get("amount") is None else to_minor(args["amount"], inv.currency, path="AMOUNT")
+    if earlier is not None and args.get("amount") is None:
+        amount = earlier.amount_minor  # the same payment again (a retry): answered with its first summary
     summary = payments.record(tx, inv.account_id, amount, invoices=[inv.number], ref=args.get("ref"),
                               apply_credit=False, **_how(tx, args))
     return Reply(title=f"invoice {inv.number} paid", text=payments.summary_text(summary)

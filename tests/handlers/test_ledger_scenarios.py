@@ -219,3 +219,16 @@ def test_a_voided_payment_is_marked_in_invoice_show_and_account_history(services
     assert shown.data["payments"][0]["voided"] is True and "VOID: bounced cheque" in shown.text
     history = execute(services, "account history acme", as_user=None)
     assert f"payment P-{pid} 72.00 EUR reversed: bounced cheque" in history.text
+
+
+def test_invoice_paid_again_with_the_same_ref_answers_with_the_first_summary(services, clock):
+    """A retried `invoice paid N --ref R` (the first answer was lost) changes nothing and says so, as
+    `payment record` does; it used to answer "invoice N is paid; nothing is left to pay"."""
+    _late(services)
+    first = execute(services, "invoice paid A-1 --ref REN-1", as_user=None)
+    again = execute(services, "invoice paid A-1 --ref REN-1", as_user=None)
+    assert again.data["replayed"] is True and again.data["payment"]["id"] == first.data["payment"]["id"]
+    assert "nothing changed" in again.text
+    assert len(execute(services, "payment list acme", as_user=None).data["payments"]) == 1
+    with pytest.raises(Conflict, match="nothing is left to pay"):
+        execute(services, "invoice paid A-1 --ref OTHER", as_user=None)

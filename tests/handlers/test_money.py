@@ -74,6 +74,8 @@ def test_floats_are_refused_and_json_decimals_are_exact():
     with pytest.raises(InvalidInput, match="not an exact amount"):
         parse_amount(58.8)
     assert to_minor(Decimal("58.80"), "EUR") == 5880
+    with pytest.raises(InvalidInput, match="write it out"):
+        to_minor(Decimal("1e3"), "EUR")  # a JSON number 1e3, as the import reads it
     assert to_minor(7, "EUR") == 700
 
 
