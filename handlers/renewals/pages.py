@@ -3,7 +3,8 @@
 The web route only adapts HTTP; everything here is an operation. The form is protected by a
 double-submit token: the route keeps a random nonce in a cookie, the form carries its HMAC
 (:func:`form_token`), and a POST is accepted only when the two agree. A page opened from a
-staff member's link records that staff member on every decision.
+staff member's link records that staff member on every decision; that link never leaves the staff
+member: the confirmation emailed to the client carries a link of the client's own (:func:`client_url`).
 """
 from __future__ import annotations
 
@@ -112,6 +113,21 @@ def _choices(form: Mapping[str, str], rows: list[Row]) -> tuple[list[Choice], li
     return choices, errors
 
 
+def client_url(tx: Any, request: RenewalRequest, token: str, account: Account, rows: list[Row]) -> str:
+    """The page link a confirmation email may carry: the client's own. A reminder's token is theirs already;
+    a staff link is not, so the client gets a new reply token for the account, as a reminder would give them
+    (the services listed, until the grace period after the last of them expires), with the client's
+    authority and not the staff member's."""
+    if request.kind != tokens.LINK:
+        return tokens.page_url(tx.settings, token.strip().lower())
+    last = max(r.service.expires_on for r in rows)
+    client, secret = tokens.issue(tx, account.id, [r.service.id for r in rows], kind=tokens.REPLY,
+                                  expires_at=tokens.end_of_day(last + dt.timedelta(days=tx.settings.renewal_grace_days),
+                                                               tx.settings.tz))
+    tx.audit("renewal.client_link", subject=client, account_id=account.id, staff_link=request.id)
+    return tokens.page_url(tx.settings, secret)
+
+
 def submit_page(tx: Any, token: str, form: Mapping[str, str]) -> PageResult:
     """Apply a submitted selection (the route has checked the form token). All or nothing."""
     request, status = _open(tx, token)
@@ -130,8 +146,9 @@ def submit_page(tx: Any, token: str, form: Mapping[str, str]) -> PageResult:
         auth = Authority(f"account:{account.id}", tokens.REPLY, "page", request)
     applied = apply(tx, account, choices, auth)
     services = {c.service.id: c.service for c in choices}
-    confirm(tx, account, applied, services, renewal_recipients(account, with_sales=False),
-            page_url=tokens.page_url(tx.settings, token.strip().lower()))
+    if applied.changed:  # nothing changed: no confirmation, so no new link either
+        confirm(tx, account, applied, services, renewal_recipients(account, with_sales=False),
+                page_url=client_url(tx, request, token, account, rows))
     result = _result(tx, request, account, "applied")
     result.applied = [describe(d, services[d.service_id]) for d in applied.decisions]
     return result
