@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from handlers.billing import payments
-from handlers.errors import Conflict, InvalidInput, NotAllowed
+from handlers.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from handlers.jobs import run_sweeps
 from handlers.models import (AuditEvent, Invoice, InvoiceStatus, RenewalDecision, Role, Service, ServiceEvent,
                              SlackPost, StaffMember)
@@ -220,6 +220,21 @@ def test_staff_complete_a_renewal_billed_by_hand(services, acme):
     audit = services.run(lambda tx: [a.detail for a in tx.session.scalars(
         select(AuditEvent).where(AuditEvent.action == "renewal.done"))], readonly=True)
     assert [a["new_expiry"] for a in audit] == [str(add_months(EXPIRY, 36)), "2028-06-30"]
+
+
+def test_renewal_done_names_a_removed_or_unknown_service_as_a_service(services, acme):
+    """`renewal done` takes a SERVICE: a removed one is refused as removed (nothing to complete), a name that is
+    no service as no service, each with the SERVICE hint; neither is answered as if an account were missing."""
+    make_account(services, "fox", {"f.test": (str(EXPIRY), "removed")})
+    with pytest.raises(Conflict) as removed:
+        execute(services, "renewal done f.test", as_user="U0BILL")
+    with pytest.raises(NotFound) as unknown:
+        execute(services, "renewal done nope.test", as_user="U0BILL")
+    assert removed.value.message == "f.test (Fox Ltd) was removed; there is nothing to complete"
+    assert unknown.value.message == "no service matches `nope.test`"
+    for err in (removed.value, unknown.value):
+        assert "account" not in err.message and err.hint.startswith("renewal done SERVICE")
+        assert "ACCOUNT is an account id" not in err.hint
 
 
 def test_a_service_past_its_expiry_and_not_renewed_is_expired_until_renewed(services):
