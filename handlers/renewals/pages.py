@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from handlers.actors import actor_name
 from handlers.models import Account, DecisionAction, RenewalRequest
 from handlers.renewals import tokens
 from handlers.renewals.decisions import Authority, Choice, apply, confirm, describe
@@ -45,7 +46,7 @@ class PageResult:
     status: str
     account_name: str = ""
     rows: list[dict[str, Any]] = field(default_factory=list)
-    acting_staff: str | None = None
+    acting_staff: str | None = None   # who acts for the client, in words ("our staff"); None: the client
     expires_at: str = ""
     applied: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -71,9 +72,16 @@ def _open(tx: Any, token: str) -> tuple[RenewalRequest | None, str]:
     return (request, "ok") if why is None else (None, "unknown" if why == "unknown" else "expired")
 
 
+def acting_staff(tx: Any, actor: str) -> str:
+    """The staff member behind a staff link, for the client to read: their name, else "our staff" (the command
+    line, or a member without a name); never an actor id."""
+    name = actor_name(tx, actor)
+    return "our staff" if name == actor or name.startswith("our staff") else f"{name} of our staff"
+
+
 def _result(tx: Any, request: RenewalRequest, account: Account, status: str = "ok") -> PageResult:
     rows = renewable(tx, account_id=account.id)
-    staff = request.created_by if request.kind == tokens.LINK else None
+    staff = acting_staff(tx, request.created_by) if request.kind == tokens.LINK else None
     return PageResult(status, account.name, [_row(r) for r in rows], staff,
                       (request.expires_at - dt.timedelta(seconds=1)).astimezone(tx.settings.tz).strftime("%Y-%m-%d"))
 

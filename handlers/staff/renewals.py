@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select
 
+from handlers.actors import actor_name
 from handlers.billing.common import lock_account
 from handlers.errors import Conflict, InvalidInput, NotFound
 from handlers.models import Account, Invoicing, Service, ServiceStatus
@@ -74,7 +75,8 @@ def renewal_link(tx: "Tx", args: dict[str, Any]) -> Reply:
                                   expires_at=expires_at)
     tx.audit("renewal.link", subject=request, account_id=account.id, services=len(rows))
     url = tokens.page_url(tx.settings, token)
-    text = (f"renewal page for {account.name}, acting for the client (decisions record you as {tx.actor}); "
+    text = (f"renewal page for {account.name}, acting for the client (decisions record you, "
+            f"{actor_name(tx, tx.actor)}); "
             f"valid until {expires_at.astimezone(tx.settings.tz):%Y-%m-%d %H:%M}, "
             f"{len(rows)} service(s) listed now:\n{url}")
     return Reply("Renewal link", text, {"account": account.ref, "url": url, "expires_at": iso(expires_at),
@@ -151,7 +153,7 @@ def _no_renewal(tx: "Tx", service: Any) -> Conflict:
     if last is not None and last.new_expires_on == service.expires_on:
         return Conflict(f"the renewal of {service.name} was completed on "
                         f"{last.completed_at.astimezone(tx.settings.tz):%Y-%m-%d} "
-                        f"({last.completed_by}); it expires on {service.expires_on} now",
+                        f"by {actor_name(tx, last.completed_by)}; it expires on {service.expires_on} now",
                         hint="renewal done SERVICE --expires DATE sets another expiry")
     return Conflict(f"no renewal is requested for {service.name}'s expiry on {service.expires_on}; "
                     "give the new expiry with --expires DATE", hint="renewal done SERVICE [--expires DATE]")
@@ -206,7 +208,7 @@ def renewal_done(tx: "Tx", args: dict[str, Any]) -> Reply:
     if term is None:
         term = term_ops.term_for(tx, service)
     old = service.expires_on
-    if complete(tx, term, f"completed by hand ({tx.actor})", new_expiry=expires) is None:
+    if complete(tx, term, f"completed by hand by {actor_name(tx, tx.actor)}", new_expiry=expires) is None:
         raise _no_renewal(tx, service)
     tx.audit("renewal.done", subject=service, account_id=account.id, expiry=str(old),
              new_expiry=str(service.expires_on))

@@ -78,3 +78,19 @@ def test_a_confirmation_after_a_staff_link_carries_the_clients_own_link_never_th
                          .order_by(RenewalDecision.id)).all()
     assert rows == [("cli", "staff"), (f"account:{acme['account']}", "reply_token")]
     assert all(staff not in _links(m) for m in outbound(services, "renewal_confirmation"))
+
+
+def test_the_page_names_the_staff_member_acting_for_the_client_never_an_actor_id(services, data):
+    """A page opened from a staff link tells the client who acts for them: the staff member's name, or just
+    "our staff" for the command line or a member without a name; never `cli` or a Slack user id. The link's
+    answer to staff says whom decisions record in words too."""
+    services.run(lambda tx: tx.session.add(StaffMember(slack_user_id="U0ANN", role=Role.billing, name="Ann Staff",
+                                                       added_at=tx.now, added_by="t")))
+    shown = {}
+    for who in (None, "U0SUP", "U0ANN"):
+        reply = execute(services, "renewal link acme", as_user=who)
+        page = services.run(pages.show_page, reply.data["url"].rsplit("/", 1)[1], actor="web:renewal-page",
+                            readonly=True)
+        shown[who] = page.acting_staff
+        assert "(cli)" not in reply.text and "staff:" not in reply.text
+    assert shown == {None: "our staff", "U0SUP": "our staff", "U0ANN": "Ann Staff of our staff"}
