@@ -3,7 +3,8 @@
 The web route only adapts HTTP; everything here is an operation. The form is protected by a
 double-submit token: the route keeps a random nonce in a cookie, the form carries its HMAC
 (:func:`form_token`), and a POST is accepted only when the two agree. A page opened from a
-staff member's link records that staff member on every decision.
+staff member's link records that staff member on every decision; that link never leaves the staff
+member: the confirmation emailed to the client carries a link of the client's own (:func:`client_url`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from handlers.actors import actor_name
 from handlers.models import Account, DecisionAction, RenewalRequest
 from handlers.renewals import tokens
 from handlers.renewals.decisions import Authority, Choice, apply, confirm, describe
@@ -44,7 +46,7 @@ class PageResult:
     status: str
     account_name: str = ""
     rows: list[dict[str, Any]] = field(default_factory=list)
-    acting_staff: str | None = None
+    acting_staff: str | None = None   # who acts for the client, in words ("our staff"); None: the client
     expires_at: str = ""
     applied: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -70,9 +72,16 @@ def _open(tx: Any, token: str) -> tuple[RenewalRequest | None, str]:
     return (request, "ok") if why is None else (None, "unknown" if why == "unknown" else "expired")
 
 
+def acting_staff(tx: Any, actor: str) -> str:
+    """The staff member behind a staff link, for the client to read: their name, else "our staff" (the command
+    line, or a member without a name); never an actor id."""
+    name = actor_name(tx, actor)
+    return "our staff" if name == actor or name.startswith("our staff") else f"{name} of our staff"
+
+
 def _result(tx: Any, request: RenewalRequest, account: Account, status: str = "ok") -> PageResult:
     rows = renewable(tx, account_id=account.id)
-    staff = request.created_by if request.kind == tokens.LINK else None
+    staff = acting_staff(tx, request.created_by) if request.kind == tokens.LINK else None
     return PageResult(status, account.name, [_row(r) for r in rows], staff,
                       (request.expires_at - dt.timedelta(seconds=1)).astimezone(tx.settings.tz).strftime("%Y-%m-%d"))
 
@@ -112,6 +121,21 @@ def _choices(form: Mapping[str, str], rows: list[Row]) -> tuple[list[Choice], li
     return choices, errors
 
 
+def client_url(tx: Any, request: RenewalRequest, token: str, account: Account, rows: list[Row]) -> str:
+    """The page link a confirmation email may carry: the client's own. A reminder's token is theirs already;
+    a staff link is not, so the client gets a new reply token for the account, as a reminder would give them
+    (the services listed, until the grace period after the last of them expires), with the client's
+    authority and not the staff member's."""
+    if request.kind != tokens.LINK:
+        return tokens.page_url(tx.settings, token.strip().lower())
+    last = max(r.service.expires_on for r in rows)
+    client, secret = tokens.issue(tx, account.id, [r.service.id for r in rows], kind=tokens.REPLY,
+                                  expires_at=tokens.end_of_day(last + dt.timedelta(days=tx.settings.renewal_grace_days),
+                                                               tx.settings.tz))
+    tx.audit("renewal.client_link", subject=client, account_id=account.id, staff_link=request.id)
+    return tokens.page_url(tx.settings, secret)
+
+
 def submit_page(tx: Any, token: str, form: Mapping[str, str]) -> PageResult:
     """Apply a submitted selection (the route has checked the form token). All or nothing."""
     request, status = _open(tx, token)
@@ -130,8 +154,9 @@ def submit_page(tx: Any, token: str, form: Mapping[str, str]) -> PageResult:
         auth = Authority(f"account:{account.id}", tokens.REPLY, "page", request)
     applied = apply(tx, account, choices, auth)
     services = {c.service.id: c.service for c in choices}
-    confirm(tx, account, applied, services, renewal_recipients(account, with_sales=False),
-            page_url=tokens.page_url(tx.settings, token.strip().lower()))
+    if applied.changed:  # nothing changed: no confirmation, so no new link either
+        confirm(tx, account, applied, services, renewal_recipients(account, with_sales=False),
+                page_url=client_url(tx, request, token, account, rows))
     result = _result(tx, request, account, "applied")
     result.applied = [describe(d, services[d.service_id]) for d in applied.decisions]
     return result

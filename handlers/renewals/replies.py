@@ -19,6 +19,7 @@ from handlers.renewals import tokens
 from handlers.renewals.decisions import Authority, apply, confirm, describe, resolve
 from handlers.renewals.grammar import parse_reply
 from handlers.renewals.people import sections, sender_of, whom_to_ask
+from handlers.tickets.refs import base_subject
 
 PREFIX = "renewal reply"
 
@@ -74,7 +75,7 @@ def handle_reply(tx: Any, facts: MailFacts, token: str) -> str:
     applied = apply(tx, account, res.choices, Authority(sender.actor, tokens.REPLY, "email", request, facts.inbound_id))
     by_id = {s.id: s for s in scope}
     confirm(tx, account, applied, by_id, [Recipient(facts.sender, facts.sender_name)], page_url=page,
-            in_reply_to=facts.message_id, subject=facts.subject)
+            in_reply_to=facts.message_id, subject=_subject(facts))
     done = "; ".join(describe(d, by_id[d.service_id]) for d in applied.decisions)
     return f"{PREFIX}: {done}" if applied.changed else f"{PREFIX}: nothing new, already recorded: {done}"
 
@@ -96,8 +97,13 @@ def _bad_token(tx: Any, facts: MailFacts, why: str) -> str:
     return f"{PREFIX} refused: {why} reply address; the contact was told to use a newer reminder"
 
 
+def _subject(facts: MailFacts) -> str:
+    """The reply's subject without its "Re:"/"Aw:"/... prefixes: our templates put one "Re:" before it."""
+    return base_subject(facts.subject or "", lower=False)
+
+
 def _answer(tx: Any, facts: MailFacts, intent: str, context: dict[str, Any]) -> None:
-    queue_email(tx, intent, {"recipient_name": facts.sender_name, "reply_subject": facts.subject, **context},
+    queue_email(tx, intent, {"recipient_name": facts.sender_name, "reply_subject": _subject(facts), **context},
                 to=[Recipient(facts.sender, facts.sender_name)], in_reply_to=facts.message_id,
                 references=[*facts.references, facts.message_id] if facts.message_id else facts.references,
                 dedupe_key=f"{intent}:inbound:{facts.inbound_id}" if facts.inbound_id else None)

@@ -6,9 +6,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import func, or_, select
+
+from handlers.actors import actor_name
 from handlers.billing.common import lock_account
-from handlers.errors import Conflict, InvalidInput
-from handlers.models import Invoicing
+from handlers.errors import Conflict, InvalidInput, NotFound
+from handlers.models import Account, Invoicing, Service, ServiceStatus
 from handlers.renewals import terms as term_ops
 from handlers.renewals import tokens
 from handlers.renewals.completion import complete
@@ -24,6 +27,8 @@ if TYPE_CHECKING:
     from handlers.services import Tx
 
 DUE_LIMIT = 200
+DONE_HINT = ("renewal done SERVICE [--expires DATE]: SERVICE is a service's name or ref, or ACCOUNT/SERVICE "
+             "when the name is not unique")
 
 
 def _when(days: int) -> str:
@@ -70,7 +75,8 @@ def renewal_link(tx: "Tx", args: dict[str, Any]) -> Reply:
                                   expires_at=expires_at)
     tx.audit("renewal.link", subject=request, account_id=account.id, services=len(rows))
     url = tokens.page_url(tx.settings, token)
-    text = (f"renewal page for {account.name}, acting for the client (decisions record you as {tx.actor}); "
+    text = (f"renewal page for {account.name}, acting for the client (decisions record you, "
+            f"{actor_name(tx, tx.actor)}); "
             f"valid until {expires_at.astimezone(tx.settings.tz):%Y-%m-%d %H:%M}, "
             f"{len(rows)} service(s) listed now:\n{url}")
     return Reply("Renewal link", text, {"account": account.ref, "url": url, "expires_at": iso(expires_at),
@@ -147,20 +153,47 @@ def _no_renewal(tx: "Tx", service: Any) -> Conflict:
     if last is not None and last.new_expires_on == service.expires_on:
         return Conflict(f"the renewal of {service.name} was completed on "
                         f"{last.completed_at.astimezone(tx.settings.tz):%Y-%m-%d} "
-                        f"({last.completed_by}); it expires on {service.expires_on} now",
+                        f"by {actor_name(tx, last.completed_by)}; it expires on {service.expires_on} now",
                         hint="renewal done SERVICE --expires DATE sets another expiry")
     return Conflict(f"no renewal is requested for {service.name}'s expiry on {service.expires_on}; "
                     "give the new expiry with --expires DATE", hint="renewal done SERVICE [--expires DATE]")
+
+
+def _removed(tx: "Tx", text: str) -> Service | None:
+    """The latest removed service ``text`` names (``NAME`` or ``ACCOUNT/NAME``), if any."""
+    owner, _, name = text.strip().rpartition("/")
+    name = name.strip().lower()
+    q = select(Service).where(Service.status == ServiceStatus.removed, or_(
+        func.lower(Service.name) == name, func.lower(Service.ref) == name))
+    if owner:
+        q = q.where(Service.account_id == resolve_account(tx.session, owner).id)
+    return tx.session.scalars(q.order_by(Service.id.desc()).limit(1)).first() if name else None
+
+
+def _service_to_complete(tx: "Tx", text: str) -> tuple[Account, Service]:
+    """The account and live service `renewal done` names; a removed service, a name that is no service, or an
+    account are refused as such (the command takes a SERVICE, so a missing one is not a missing account)."""
+    try:
+        account, service = resolve_target(tx.session, text)
+    except NotFound:
+        removed = _removed(tx, text)
+        if removed is not None:
+            owner = tx.session.get(Account, removed.account_id)
+            raise Conflict(f"{removed.name} ({owner.name}) was removed; there is nothing to complete",
+                           hint=DONE_HINT) from None
+        if "/" in text:
+            raise  # its ACCOUNT part, or that account has no such service: it says which
+        raise NotFound(f"no service matches `{text.strip()}`", hint=DONE_HINT) from None
+    if service is None:
+        raise InvalidInput(f"`{text}` is an account; name one of its services", hint=DONE_HINT)
+    return account, service
 
 
 @register("renewal done")
 def renewal_done(tx: "Tx", args: dict[str, Any]) -> Reply:
     """Staff completed a renewal by hand (a service billed by hand, or renewed at the registry): the expiry moves
     forward by the years decided, or to --expires DATE; the service's history and the audit log say so."""
-    account, service = resolve_target(tx.session, args["service"])
-    if service is None:
-        raise InvalidInput(f"`{args['service']}` is an account; name one of its services",
-                           hint="renewal done SERVICE [--expires DATE]")
+    account, service = _service_to_complete(tx, args["service"])
     lock_account(tx, account.id)
     tx.session.refresh(service)
     if service.expires_on is None:
@@ -175,7 +208,7 @@ def renewal_done(tx: "Tx", args: dict[str, Any]) -> Reply:
     if term is None:
         term = term_ops.term_for(tx, service)
     old = service.expires_on
-    if complete(tx, term, f"completed by hand ({tx.actor})", new_expiry=expires) is None:
+    if complete(tx, term, f"completed by hand by {actor_name(tx, tx.actor)}", new_expiry=expires) is None:
         raise _no_renewal(tx, service)
     tx.audit("renewal.done", subject=service, account_id=account.id, expiry=str(old),
              new_expiry=str(service.expires_on))

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from handlers.billing import payments
-from handlers.errors import Conflict, InvalidInput, NotAllowed
+from handlers.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from handlers.jobs import run_sweeps
 from handlers.models import (AuditEvent, Invoice, InvoiceStatus, RenewalDecision, Role, Service, ServiceEvent,
                              SlackPost, StaffMember)
@@ -220,6 +220,43 @@ def test_staff_complete_a_renewal_billed_by_hand(services, acme):
     audit = services.run(lambda tx: [a.detail for a in tx.session.scalars(
         select(AuditEvent).where(AuditEvent.action == "renewal.done"))], readonly=True)
     assert [a["new_expiry"] for a in audit] == [str(add_months(EXPIRY, 36)), "2028-06-30"]
+
+
+def test_renewal_done_names_who_completed_it_not_their_actor_id(services, acme):
+    """`renewal done` refused for a renewal already completed says who completed it in words (the staff member's
+    name, or "our staff" for the command line), never the actor id (`cli`, `staff:U...`); so does the history."""
+    services.settings = services.settings.replace(renewal_invoices="off")
+    services.run(lambda tx: tx.session.add(StaffMember(slack_user_id="U0ANN", role=Role.billing, name="Ann Staff",
+                                                       added_at=tx.now, added_by="t")))
+    submit(services, acme, {"a.test": 1, "b.test": 1})
+    execute(services, "renewal done a.test", as_user=None)
+    execute(services, "renewal done b.test", as_user="U0ANN")
+    with pytest.raises(Conflict) as by_cli:
+        execute(services, "renewal done a.test", as_user="U0BILL")
+    with pytest.raises(Conflict) as by_ann:
+        execute(services, "renewal done b.test", as_user="U0BILL")
+    assert f"was completed on {TODAY} by our staff (command line);" in by_cli.value.message
+    assert f"was completed on {TODAY} by Ann Staff;" in by_ann.value.message
+    reasons = [r for sid in (acme["a.test"], acme["b.test"]) for _, _, r in history(services, sid)]
+    assert any(r.endswith("completed by hand by our staff (command line)") for r in reasons)
+    assert any(r.endswith("completed by hand by Ann Staff") for r in reasons)
+    for text in (by_cli.value.message, by_ann.value.message, *reasons):
+        assert "(cli)" not in text and "U0ANN" not in text
+
+
+def test_renewal_done_names_a_removed_or_unknown_service_as_a_service(services, acme):
+    """`renewal done` takes a SERVICE: a removed one is refused as removed (nothing to complete), a name that is
+    no service as no service, each with the SERVICE hint; neither is answered as if an account were missing."""
+    make_account(services, "fox", {"f.test": (str(EXPIRY), "removed")})
+    with pytest.raises(Conflict) as removed:
+        execute(services, "renewal done f.test", as_user="U0BILL")
+    with pytest.raises(NotFound) as unknown:
+        execute(services, "renewal done nope.test", as_user="U0BILL")
+    assert removed.value.message == "f.test (Fox Ltd) was removed; there is nothing to complete"
+    assert unknown.value.message == "no service matches `nope.test`"
+    for err in (removed.value, unknown.value):
+        assert "account" not in err.message and err.hint.startswith("renewal done SERVICE")
+        assert "ACCOUNT is an account id" not in err.hint
 
 
 def test_a_service_past_its_expiry_and_not_renewed_is_expired_until_renewed(services):

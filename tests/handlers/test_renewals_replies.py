@@ -1,12 +1,14 @@
 """Renewal decisions by email reply: the grammar, who may decide, and that bad input changes nothing."""
 import datetime as dt
 import itertools
+import re
 
 import pytest
 from sqlalchemy import select
 
+from handlers.billing import payments
 from handlers.mail_facts import MailFacts
-from handlers.models import AuditEvent, RenewalDecision, Service, ServiceEvent, ServiceStatus
+from handlers.models import AuditEvent, Invoice, RenewalDecision, Service, ServiceEvent, ServiceStatus
 from handlers.renewals.grammar import parse_reply
 from handlers.renewals.replies import handle_reply
 from tests.support.renewals import D, make_account, outbound, parsed, reminder_token, store_inbound, text_of
@@ -25,12 +27,12 @@ def acme(services):
     return ids
 
 
-def reply(services, token, body, sender="dev@acme.test", automatic=False, auth=None):
+def reply(services, token, body, sender="dev@acme.test", automatic=False, auth=None, subject="Re: Renewal reminder"):
     n = next(_n)
     rcpt = f"renew+{token}@desk.example.test"
-    raw = f"From: {sender}\r\nTo: {rcpt}\r\nMessage-ID: <r{n}@client.test>\r\nSubject: Re: Renewal reminder\r\n\r\n{body}\r\n"
+    raw = f"From: {sender}\r\nTo: {rcpt}\r\nMessage-ID: <r{n}@client.test>\r\nSubject: {subject}\r\n\r\n{body}\r\n"
     inbound = store_inbound(services, raw.encode(), rcpt)
-    facts = MailFacts(inbound_id=inbound, recipient=rcpt, sender=sender, sender_name="", subject="Re: Renewal reminder",
+    facts = MailFacts(inbound_id=inbound, recipient=rcpt, sender=sender, sender_name="", subject=subject,
                       message_id=f"<r{n}@client.test>", in_reply_to=None, references=(), text=body, reply_text=body,
                       received_at=services.clock.now(), automatic=automatic, auth=auth or {})
     return services.run(handle_reply, facts, token, actor="system:inbox")
@@ -87,6 +89,33 @@ def test_renew_and_decline_are_recorded_confirmed_and_sent_to_sales(services, ac
     # the decline is news now; the renewal is asked for once its invoice is paid
     assert sales.recipients == ["sales@reseller.test"] and "declined b.test" in text_of(sales)
     assert "renewed a.test" not in text_of(sales)
+
+
+def test_confirmations_keep_each_sentence_apart_and_answer_with_one_re(services, acme):
+    """Every confirmation (an invoice raised, one replacing a void one, a decline voiding a partly paid one) puts
+    each of its sentences where it belongs: "...pay it by DATE.", "...which is void.", "...in touch about it."
+    each end their line, and "To change a decision" starts its own. Its subject has one "Re:", whatever
+    prefixes the client's reply had; so do the answers to a reply not understood."""
+    reply(services, acme["token"], "renew a.test 2 years")
+    reply(services, acme["token"], "renew a.test 3 years", subject="RE: Re: Renewal reminder")
+    number = services.run(lambda tx: tx.session.scalar(select(Invoice.number).order_by(Invoice.id.desc())),
+                          readonly=True)
+    services.run(payments.record, acme["account"], 500, invoices=[number], actor="staff:U0BILL")
+    reply(services, acme["token"], "decline a.test", subject="Aw: Renewal reminder")
+    reply(services, acme["token"], "please call me", subject="Re: Re: Renewal reminder")
+    mails = outbound(services, "renewal_confirmation")
+    assert len(mails) == 3
+    texts = [text_of(m) for m in mails]
+    assert re.search(r"please pay it by \d{4}-\d\d-\d\d\.\n", texts[0])
+    assert re.search(r"It replaces invoice \S+, which is void\.\n", texts[1])
+    assert re.search(r"\nThe renewal invoice \S+ is void: there is nothing to pay on it\.\n", texts[2])
+    assert re.search(r"\nThe 5\.00 EUR paid on invoice \S+ is credit on your account; we will be in touch about it\.\n",
+                     texts[2])
+    for text in texts:
+        assert re.search(r"\n\nTo change a decision, visit http://\S+/renew/[a-z2-7]{24}\n", text)
+        assert not re.search(r"[.:;][A-Z]", text), text
+    (unclear,) = outbound(services, "renewal_reply_unclear")
+    assert [parsed(m)["Subject"] for m in [*mails, unclear]] == ["Re: Renewal reminder"] * 4
 
 
 def test_renew_all_uses_the_reminders_period_and_covers_its_services(services, acme):

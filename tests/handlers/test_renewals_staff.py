@@ -1,14 +1,15 @@
 """`renewals due` and `renewal link`: what staff see, who may ask, and the audit trail."""
 import datetime as dt
+import re
 
 import pytest
 from sqlalchemy import select
 
 from handlers.errors import NotAllowed
-from handlers.models import AuditEvent, RenewalRequest, Role, StaffMember
-from handlers.renewals import tokens
+from handlers.models import AuditEvent, RenewalDecision, RenewalRequest, Role, StaffMember
+from handlers.renewals import pages, tokens
 from handlers.staff import execute
-from tests.support.renewals import D, make_account
+from tests.support.renewals import D, make_account, outbound, parsed
 
 TODAY = D("2026-11-21")
 
@@ -47,3 +48,49 @@ def test_renewal_link_is_audited_scoped_and_refused_to_readonly(services, data):
         audit = s.scalars(select(AuditEvent).where(AuditEvent.action == "renewal.link")).one()
         assert audit.actor == "staff:U0SUP" and token not in str(audit.detail)
         assert (audit.subject_type, audit.subject_id) == ("renewal_request", str(req.id))
+
+
+def _links(mail):
+    """The page tokens in both parts of an outgoing mail."""
+    msg = parsed(mail)
+    text = msg.get_body(("plain",)).get_content() + msg.get_body(("html",)).get_content()
+    return set(re.findall(r"/renew/([a-z2-7]{24})", text))
+
+
+def test_a_confirmation_after_a_staff_link_carries_the_clients_own_link_never_the_staff_one(services, data):
+    """Decisions made through a staff member's link are confirmed to the client with a link of the client's
+    own: the staff token is in no email, and the emailed link opens the page as the client, so decisions
+    through it are recorded as the client's (not as staff)."""
+    acme, _ = data
+    staff = execute(services, "renewal link acme", as_user=None).data["url"].rsplit("/", 1)[1]
+    services.run(pages.submit_page, staff, {f"decision_{acme['a.test']}": "renew", f"years_{acme['a.test']}": "2"},
+                 actor="web:renewal-page")
+    mails = outbound(services, "renewal_confirmation")
+    assert [m.recipients for m in mails] == [["owner@acme.test"]]
+    assert all(staff.encode() not in m.raw for m in outbound(services))
+    (client,) = _links(mails[0])
+    assert client != staff
+    page = services.run(pages.show_page, client, actor="web:renewal-page", readonly=True)
+    assert page.status == "ok" and page.acting_staff is None
+    services.run(pages.submit_page, client, {f"decision_{acme['late.test']}": "decline"}, actor="web:renewal-page")
+    with services.db.transaction(readonly=True) as s:
+        rows = s.execute(select(RenewalDecision.actor, RenewalDecision.auth_method)
+                         .order_by(RenewalDecision.id)).all()
+    assert rows == [("cli", "staff"), (f"account:{acme['account']}", "reply_token")]
+    assert all(staff not in _links(m) for m in outbound(services, "renewal_confirmation"))
+
+
+def test_the_page_names_the_staff_member_acting_for_the_client_never_an_actor_id(services, data):
+    """A page opened from a staff link tells the client who acts for them: the staff member's name, or just
+    "our staff" for the command line or a member without a name; never `cli` or a Slack user id. The link's
+    answer to staff says whom decisions record in words too."""
+    services.run(lambda tx: tx.session.add(StaffMember(slack_user_id="U0ANN", role=Role.billing, name="Ann Staff",
+                                                       added_at=tx.now, added_by="t")))
+    shown = {}
+    for who in (None, "U0SUP", "U0ANN"):
+        reply = execute(services, "renewal link acme", as_user=who)
+        page = services.run(pages.show_page, reply.data["url"].rsplit("/", 1)[1], actor="web:renewal-page",
+                            readonly=True)
+        shown[who] = page.acting_staff
+        assert "(cli)" not in reply.text and "staff:" not in reply.text
+    assert shown == {None: "our staff", "U0SUP": "our staff", "U0ANN": "Ann Staff of our staff"}

@@ -122,16 +122,17 @@ def test_unknown_and_expired_links_get_an_honest_page_and_nothing_else(services,
 
 
 def test_staff_link_records_the_staff_member(services, acme, base):
-    """`renewal link ACCOUNT` gives an audited link; decisions through it carry the staff member."""
-    services.run(lambda tx: tx.session.add(StaffMember(slack_user_id="U0BILL", role=Role.billing, added_at=tx.now,
-                                                       added_by="test")))
+    """`renewal link ACCOUNT` gives an audited link; the page names the staff member to the client (never their
+    actor id) and decisions through it carry the staff member."""
+    services.run(lambda tx: tx.session.add(StaffMember(slack_user_id="U0BILL", role=Role.billing, name="Bill Smith",
+                                                       added_at=tx.now, added_by="test")))
     reply = execute(services, "renewal link acme", as_user="U0BILL")
     url = reply.data["url"]
-    assert url.startswith("http://127.0.0.1:8000/renew/") and "staff:U0BILL" in reply.text
+    assert url.startswith("http://127.0.0.1:8000/renew/") and "record you, Bill Smith" in reply.text
     path = url.removeprefix("http://127.0.0.1:8000")
     with httpx.Client() as client:
         html = client.get(base + path).text
-        assert "acting for you" in html and "staff:U0BILL" in html
+        assert "Opened by Bill Smith of our staff, acting for you" in html and "U0BILL" not in html
         r = client.post(base + path, data={"csrf": csrf_of(html), f"decision_{acme['b.test']}": "renew",
                                            f"years_{acme['b.test']}": "2"})
     assert r.status_code == 200
