@@ -32,7 +32,9 @@ def environment(operator_dir: str | None = None) -> jinja2.Environment:
     """A jinja2 environment: operator's folder first, then ours."""
     loaders: list[jinja2.BaseLoader] = []
     if operator_dir:
+        # the folder as ours is laid out (email/x.txt.j2), or flat (x.txt.j2), as the README describes
         loaders.append(jinja2.FileSystemLoader(operator_dir))
+        loaders.append(jinja2.PrefixLoader({"email": jinja2.FileSystemLoader(operator_dir)}, delimiter="/"))
     loaders.append(jinja2.FileSystemLoader(str(TEMPLATES)))
     env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
@@ -88,9 +90,32 @@ def _email_templates(env: jinja2.Environment, intent: str) -> tuple[jinja2.Templ
     hit = _found.get(key)
     if hit is not None and now - hit[0] < LOOKUP_REUSE_SECONDS:
         return hit[1]
-    templates = tuple(env.get_template(f"email/{intent}.{part}.j2") for part in ("subject", "txt", "html"))
+    subject, text, html = (env.get_template(f"email/{intent}.{part}.j2") for part in ("subject", "txt", "html"))
+    if _operators(text) and not _operators(html):
+        # the operator rewrote the text but not the HTML, which most mail readers show: the HTML
+        # part is the operator's text, escaped, so the mail says what the operator wrote
+        html = env.from_string(f'{{% extends "email/_layout.html.j2" %}}{{% block body %}}<p>{{{{ _text | nl2br }}}}</p>'
+                               f'{{% endblock %}}')
+        html = _TextAsHtml(text, html)
+    templates = (subject, text, html)
     _found[key] = (now, templates)
     return templates
+
+
+def _operators(template: Any) -> bool:
+    """Whether a template came from the operator's folder rather than ours."""
+    filename = getattr(template, "filename", None)
+    return bool(filename) and not Path(filename).resolve().is_relative_to(TEMPLATES)
+
+
+class _TextAsHtml:
+    """An HTML part rendered from the operator's text part inside our layout."""
+
+    def __init__(self, text: jinja2.Template, layout: jinja2.Template):
+        self.text, self.layout = text, layout
+
+    def render(self, ctx: dict[str, Any]) -> str:
+        return self.layout.render({**ctx, "_text": self.text.render(ctx)})
 
 
 def render_web(settings: Settings, name: str, context: dict[str, Any]) -> str:

@@ -97,6 +97,21 @@ def test_operator_templates_override_ours_file_by_file(services, tmp_path):
     assert "Hello Ann" in msg.get_body(("plain",)).get_content()   # ours, not overridden
 
 
+def test_an_operators_flat_folder_is_used_and_a_text_override_reaches_the_html_part(services, tmp_path):
+    """A file placed flat in the folder (as the README says) overrides ours, like one under email/; a
+    rewritten text part with no HTML of the operator's makes the HTML part too, where our default
+    HTML used to be sent beside it."""
+    (tmp_path / "staff_message.txt.j2").write_text("Dear {{ recipient_name }}, <our> own words.")
+    services.settings = services.settings.replace(templates_dir=str(tmp_path))
+    try:
+        msg = _parsed(services.run(_queue))
+    finally:
+        render.environment.cache_clear()
+    assert msg.get_body(("plain",)).get_content().strip() == "Dear Ann, <our> own words."
+    html = msg.get_body(("html",)).get_content()
+    assert "Dear Ann, &lt;our&gt; own words." in html and "Hello Ann" not in html
+
+
 def test_an_operators_edited_template_is_used_once_the_reuse_window_has_passed(services, tmp_path, monkeypatch):
     """Template lookups are reused for LOOKUP_REUSE_SECONDS (each asks the disk whether the file
     changed); an operator's edit is picked up after that, and not before."""
