@@ -14,9 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from handlers import slack_cards
-from handlers.billing.common import day_start, invoice_context, send, today
+from handlers.billing.common import day_start, invoice_context, open_invoices, send, today
 from handlers.models import (Account, AccountStatus, Invoice, InvoiceStatus, Service, ServiceEvent, ServiceStatus,
                              Suspension, SuspensionReason)
+from handlers.money import fmt
 
 if TYPE_CHECKING:
     from handlers.services import Tx
@@ -75,6 +76,11 @@ def suspend(tx: "Tx", acc: Account, *, reason: SuspensionReason, text: str = "",
     if dedupe_key is not None and tx.session.scalar(
             select(Suspension.id).where(Suspension.dedupe_key == dedupe_key)) is not None:
         return None
+    day = today(tx)
+    # an account already suspended today for another overdue invoice: that email named every overdue invoice
+    told_today = reason == SuspensionReason.overdue and service is None and any(
+        o.reason == SuspensionReason.overdue and o.service_id is None
+        and o.started_at.astimezone(tx.settings.tz).date() == day for o in open_suspensions(tx, acc.id))
     sus = Suspension(account_id=acc.id, service_id=service.id if service else None, reason=reason, text=text,
                      invoice_id=invoice.id if invoice else None, started_at=tx.now, started_by=tx.actor,
                      remove_after=remove_after, dedupe_key=dedupe_key)
@@ -88,20 +94,25 @@ def suspend(tx: "Tx", acc: Account, *, reason: SuspensionReason, text: str = "",
     tx.audit("suspension.start", subject=sus, account_id=acc.id, reason=reason.value, text=text,
              service=service.name if service else None, invoice=invoice.number if invoice else None,
              services=names)
-    day = today(tx)
     context: dict[str, Any] = {
         "reason": reason.value, "why": REASON_TEXT[reason], "text": text if tell_client else "",
         "scope": service.name if service else "your account and all its services",
         "services": names or ([service.name] if service else []),
         "invoice": invoice_context(invoice, day) if invoice else None,
         "remove_on": remove_after.astimezone(tx.settings.tz).date().isoformat() if remove_after else None,
-        "credit": None}
+        "credit": None, "also": [], "total_due": None}
+    if reason == SuspensionReason.overdue and invoice is not None:
+        grace = dt.timedelta(days=tx.settings.suspend_after_days)
+        also = [i for i in open_invoices(tx, acc.id) if i.id != invoice.id and i.due_on + grace <= day]
+        context["also"] = [invoice_context(i, day) for i in also]
+        context["total_due"] = fmt(invoice.due_minor + sum(i.due_minor for i in also), acc.currency)
     if reason == SuspensionReason.credit_limit:
         from handlers.billing.ledger import credit_state
-        from handlers.money import fmt
         state = credit_state(tx, acc)
         context["credit"] = {"position": fmt(state.position, acc.currency), "limit": fmt(state.limit or 0, acc.currency),
                              "to_pay": fmt(max(0, -(state.headroom or 0)), acc.currency)}
+    if told_today:
+        return sus  # one suspension email and one Slack card per account and day
     send(tx, acc, "suspension_notice", context, f"suspension:{sus.id}:notice")
     slack_cards.queue_suspension_card(tx, sus)  # automatic ones only
     return sus

@@ -232,3 +232,22 @@ def test_invoice_paid_again_with_the_same_ref_answers_with_the_first_summary(ser
     assert len(execute(services, "payment list acme", as_user=None).data["payments"]) == 1
     with pytest.raises(Conflict, match="nothing is left to pay"):
         execute(services, "invoice paid A-1 --ref OTHER", as_user=None)
+
+
+def test_an_account_overdue_on_two_invoices_gets_one_suspension_email_naming_both(services, clock):
+    """Two invoices past the grace period on the same day: one suspension email and one Slack card that name
+    both and the total that lifts it (there used to be one email and one card per invoice)."""
+    from handlers.models import SlackPost
+    from tests.support.mailflow import body_text, outbound
+    load(services, account("acme", auto_suspend=True, invoices=[
+        invoice("A-1", "2026-10-15", "2026-11-01", [("Hosting", "60.00", "12.00")]),
+        invoice("A-2", "2026-10-20", "2026-11-02", [("Domain", "10.00", "0.00")])]))
+    sweep(services, clock, "2026-11-06")
+    assert state(services, "acme")["suspensions"] == [("overdue", True), ("overdue", True)]
+    sent = outbound(services, "suspension_notice")
+    assert len(sent) == 1
+    text = body_text(sent[0])
+    assert "A-1" in text and "A-2" in text and "Paying the 82.00 EUR left on them lifts the suspension" in text
+    cards = services.run(lambda tx: [p for p in tx.session.scalars(select(SlackPost)) if "uspen" in str(p.payload)],
+                         readonly=True)
+    assert len(cards) <= 1
