@@ -198,7 +198,8 @@ def summary_text(summary: dict[str, Any]) -> str:
         out.append(f"  paid now: {m(row['paid_now'])}; left to pay: {m(row['left'])}")
     if not summary["invoices"]:
         out.append("No open invoice: the whole payment is credit on the account.")
-    out += [f"Credit then paid {m(row['amount'])} of invoice {row['number']}" for row in summary.get("credit_then_paid", [])]
+    out += [f"Credit then paid {m(row['amount'])} of invoice {row['number']}"
+            for row in summary.get("credit_then_paid", [])]
     out.append(f"Credit applied: {m(summary['credit_applied'])} · paid to invoices: {m(summary['allocated'])} · "
                f"to account credit: {m(summary['to_credit'])}")
     out.append(f"Still due on these invoices: {m(summary['still_due'])} · credit on the account: "
@@ -325,8 +326,10 @@ def client_void_text(result: dict[str, Any]) -> str:
            + f" received on {pay['received_at'][:10]} no longer counts."]
     out += [f"  Invoice {r['number']}: {formatted(r['amount'])} is due again." for r in result["reopened"]]
     if result["credit_before"] != result["credit_after"]:
-        out.append(f"  Credit on your account: {formatted(result['credit_after'])} (it was {formatted(result['credit_before'])}).")
-    out += [f"  Your credit paid {formatted(r['amount'])} of invoice {r['number']}." for r in result["credit_reapplied"]]
+        out.append(f"  Credit on your account: {formatted(result['credit_after'])} "
+                   f"(it was {formatted(result['credit_before'])}).")
+    out += [f"  Your credit paid {formatted(r['amount'])} of invoice {r['number']}."
+            for r in result["credit_reapplied"]]
     out.append(f"Now due on your open invoices: {formatted(result['owed_after_credit'])}")
     return "\n".join(out)
 

@@ -26,8 +26,9 @@ def payment_list(tx: "Tx", args: dict[str, Any]) -> Reply:
         went = ", ".join(f"{a['invoice']} {_amount(a['amount'])}" for a in row["allocations"]) or "credit"
         status = f"VOID {row['voided']['at'][:10]} by {row['voided']['by']}: {row['voided']['reason']}" \
             if row["voided"] else ""
-        text += columns([(f"P-{row['id']}", local_time(tx, dt.datetime.fromisoformat(row["received_at"])), _amount(row["amount"]), row["method"],
-                          row["ref"] or "", "→ " + went, status)])
+        received = local_time(tx, dt.datetime.fromisoformat(row["received_at"]))
+        text += columns([(f"P-{row['id']}", received, _amount(row["amount"]), row["method"], row["ref"] or "",
+                          "→ " + went, status)])
     return Reply(title=f"payments of {acc.name}", text="\n".join(text),
                  data={"account": {"id": acc.id, "ref": acc.ref, "name": acc.name}, "payments": rows})
 

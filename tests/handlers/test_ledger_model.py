@@ -2,7 +2,8 @@
 
 Hypothesis drives one account with two domains through invoices issued, payments recorded
 (spread or for one invoice), payments voided, invoices voided, manual charges, credit-limit
-changes, renewal decisions and the billing and renewal sweeps, with the clock moving forward. After every step, on SQLite and PostgreSQL:
+changes, renewal decisions and the billing and renewal sweeps, with the clock moving forward.
+After every step, on SQLite and PostgreSQL:
 
 - the balance is what the operations say: payments still standing − invoices not void − charges
   outside invoices;
@@ -144,7 +145,8 @@ def _machine(services, clock):
             assert smallest is None or smallest > 0
             assert credit.available(tx, acc) >= 0
             assert credit.covered(tx, acc) == {}, "an open invoice is left that credit could pay"
-            for sus in s.scalars(select(Suspension).where(Suspension.account_id == acc, Suspension.lifted_at.is_(None))):
+            open_suspensions = select(Suspension).where(Suspension.account_id == acc, Suspension.lifted_at.is_(None))
+            for sus in s.scalars(open_suspensions):
                 if sus.reason == SuspensionReason.overdue:
                     inv = s.get(Invoice, sus.invoice_id)
                     assert inv.status not in (InvoiceStatus.paid, InvoiceStatus.void), sus.dedupe_key

@@ -102,8 +102,9 @@ def test_the_import_refuses_a_comma_decimal_and_an_unknown_currency_and_reads_js
     with pytest.raises(InvalidInput, match="not a currency code: 'XYZ'"):
         validate(doc("XYZ", "0"))
     path = tmp_path / "doc.json"
-    path.write_text('{"accounts": [{"ref": "acme", "name": "Acme", "currency": "EUR", "owner": {"email": "a@acme.test"},'
-                    ' "invoices": [{"number": "I-1", "issued_on": "2026-11-01", "due_on": "2026-11-15",'
+    path.write_text('{"accounts": [{"ref": "acme", "name": "Acme", "currency": "EUR",'
+                    ' "owner": {"email": "a@acme.test"}, "invoices": [{"number": "I-1",'
+                    ' "issued_on": "2026-11-01", "due_on": "2026-11-15",'
                     ' "lines": [{"text": "Hosting", "amount": 58.80}], "paid": 0.1}]}]}')
     plan = validate(load_json(path))
     invoice = plan.accounts[0].invoices[0]
