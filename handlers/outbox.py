@@ -209,7 +209,9 @@ def _row(tx: Any, intent: str, mail: Mail, from_local: str,
     return {"dedupe_key": mail.dedupe_key, "message_id": msg.message_id, "intent": intent,
             "account_id": mail.account_id, "ticket_id": mail.ticket_id, "mail_from": our_address(settings, "bounces"),
             "recipients": msg.recipients, "subject": rendered.subject, "raw": msg.raw, "created_at": tx.now,
-            "next_attempt_at": mail.not_before or tx.now, "status": OutboxStatus.queued, "attempts": 0}
+            # due now, even when a sweep runs "as of" a later moment (`sweep --at`): `outbox flush` sends it
+            "next_attempt_at": mail.not_before or min(tx.now, tx.services.clock.now()),
+            "status": OutboxStatus.queued, "attempts": 0}
 
 
 def queue_many(tx: Any, intent: str, mails: Sequence[Mail], *, from_local: str = "support") -> list[int | None]:

@@ -251,3 +251,16 @@ def test_an_account_overdue_on_two_invoices_gets_one_suspension_email_naming_bot
     cards = services.run(lambda tx: [p for p in tx.session.scalars(select(SlackPost)) if "uspen" in str(p.payload)],
                          readonly=True)
     assert len(cards) <= 1
+
+
+def test_mail_of_a_sweep_run_as_of_a_later_moment_is_due_at_once(services, clock):
+    """`sweep --at` a week ahead used to queue billing mail for that moment, so `outbox flush` could not send
+    it (renewal mail was due at once); now every mail it queues is due now."""
+    from handlers.billing import dunning
+    from handlers.models import OutboundMail
+    _late(services)
+    clock.set(at("2026-11-20"))
+    dunning.run_rules(services, ["invoice_notices"], at("2026-11-27"), False)
+    due = services.run(lambda tx: [m.next_attempt_at for m in tx.session.scalars(select(OutboundMail))],
+                       readonly=True)
+    assert due and all(when <= at("2026-11-20") for when in due)
