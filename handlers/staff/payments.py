@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from handlers.actors import actor_name
 from handlers.billing import payments
 from handlers.staff.accounts import resolve_account
 from handlers.staff.commands import Reply, columns, local_time, register
@@ -21,14 +22,17 @@ def payment_list(tx: "Tx", args: dict[str, Any]) -> Reply:
     """An account's payments, newest first: method, received, ref, where each went, voids with their reason."""
     acc = resolve_account(tx.session, args["account"])
     rows = payments.listing(tx, acc.id)
-    text = [f"payments of {acc.name} ({len(rows)})" if rows else f"no payments for {acc.name}"]
+    money_in = [r for r in rows if r["method"] != payments.CREDIT]
+    text = [f"payments of {acc.name} ({len(money_in)}), newest first; credit applied from the account is listed "
+            "apart, as it is no new money" if rows else f"no payments for {acc.name}"]
     for row in rows:
         went = ", ".join(f"{a['invoice']} {_amount(a['amount'])}" for a in row["allocations"]) or "credit"
-        status = f"VOID {row['voided']['at'][:10]} by {row['voided']['by']}: {row['voided']['reason']}" \
-            if row["voided"] else ""
+        status = f"VOID {row['voided']['at'][:10]} by {actor_name(tx, row['voided']['by'])}: " \
+                 f"{row['voided']['reason']}" if row["voided"] else ""
         received = local_time(tx, dt.datetime.fromisoformat(row["received_at"]))
-        text += columns([(f"P-{row['id']}", received, _amount(row["amount"]), row["method"], row["ref"] or "",
-                          "→ " + went, status)])
+        label = "  credit applied" if row["method"] == payments.CREDIT else f"P-{row['id']}"
+        method = "" if row["method"] == payments.CREDIT else row["method"]
+        text += columns([(label, received, _amount(row["amount"]), method, row["ref"] or "", "→ " + went, status)])
     return Reply(title=f"payments of {acc.name}", text="\n".join(text),
                  data={"account": {"id": acc.id, "ref": acc.ref, "name": acc.name}, "payments": rows})
 
