@@ -115,13 +115,23 @@ def notify_failures(tx: Any, at: dt.datetime, failed: dict[str, str]) -> None:
                            meta={"card": "sweep_failed"})
 
 
+def log_failure(logger: logging.Logger, exc: BaseException, message: str, *args: Any) -> None:
+    """Log a failure: one line when the database is away (the outage is logged where it is met, and
+    is nobody's fault), the traceback otherwise."""
+    from handlers.errors import TemporaryFailure
+    if isinstance(exc, TemporaryFailure):
+        logger.error(message + ": %s", *args, exc)
+    else:
+        logger.exception(message, *args)
+
+
 def _run_one(services: Any, sweep: Sweep, at: dt.datetime, dry_run: bool) -> tuple[list[str], str | None]:
     try:
         return sweep.run(services, at, dry_run) or [], None
     except SweepFailed as exc:
         return exc.lines, "; ".join(exc.failures)
     except Exception as exc:  # one sweep's trouble must not stop the others
-        log.exception("sweep %s failed", sweep.name)
+        log_failure(log, exc, "sweep %s failed", sweep.name)
         return [], f"{exc.__class__.__name__}: {exc}"
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from handlers.billing import candidates
 from handlers.billing.common import SCHEDULER, day_start, lock_account, today
 from handlers.billing.rules import RULES, Action, Key
-from handlers.jobs import Sweep, SweepFailed, register_sweep
+from handlers.jobs import Sweep, SweepFailed, log_failure, register_sweep
 from handlers.models import Account, AccountStatus, Service
 from handlers.money import fmt
 
@@ -65,7 +65,7 @@ def run_rules(services: "Services", rules: Sequence[str], at: dt.datetime, dry_r
         try:
             lines += services.run(sweep_account, account_id, rules, at, dry_run, actor=SCHEDULER, readonly=dry_run)
         except Exception as exc:  # one account's trouble must not stop the others; the next run retries it
-            log.exception("billing sweep failed for account %s", account_id)
+            log_failure(log, exc, "billing sweep failed for account %s", account_id)
             failures.append(f"account {_account_name(services, account_id)} failed: {exc.__class__.__name__}: {exc}")
     if failures:
         raise SweepFailed(lines, failures)  # the others are done; the sweep as a whole says it failed

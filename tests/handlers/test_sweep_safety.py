@@ -296,3 +296,20 @@ def test_texts_name_people_never_contact_ids(services, clock):
     assert not [t for t in texts if "contact:" in t]
     sales = next(t for t in texts if "sales@reseller.test" in t)
     assert "Decided by Owner <owner@acme.test>" in sales
+
+
+def test_a_failure_from_a_database_outage_is_one_line_and_any_other_keeps_its_traceback(caplog):
+    """A sweep or account meeting an outage logs one line (the outage is nobody's fault, and the worker's
+    log stays readable); any other failure logs its traceback."""
+    import logging
+
+    from handlers.errors import TemporaryFailure
+    logger = logging.getLogger("renewdesk.test")
+    for exc in (TemporaryFailure("database unavailable: gone"), ValueError("a bug")):
+        try:
+            raise exc
+        except Exception as caught:  # noqa: BLE001 - both kinds, as the sweeps catch them
+            jobs.log_failure(logger, caught, "sweep %s failed", "credit_limits")
+    outage, bug = caplog.records[-2:]
+    assert outage.getMessage() == "sweep credit_limits failed: database unavailable: gone" and not outage.exc_info
+    assert bug.getMessage() == "sweep credit_limits failed" and bug.exc_info
