@@ -10,6 +10,15 @@ from handlers.models.mail import InboundMail, InboundStatus, OutboundMail, Outbo
 from handlers.models.plans import MICROS, Plan, PlanLine, PlanLineKind, Subscription, UsageRecord
 from handlers.models.ops import AppSetting, AuditEvent, JobRun, Role, StaffMember
 from handlers.models.renewals import DecisionAction, Notice, RenewalDecision, RenewalRequest, RenewalTerm
-from handlers.models.tickets import Attachment, AutoAnswer, MessageKind, Ticket, TicketMessage, TicketStatus, TicketWatcher
+from handlers.models.tickets import (Attachment, AutoAnswer, MessageKind, Ticket, TicketMessage, TicketStatus,
+                                     TicketWatcher)
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [
+    "Account", "AccountStatus", "AppSetting", "Attachment", "AuditEvent", "AutoAnswer", "Base", "Contact",
+    "DecisionAction", "Hold", "ImapCursor", "InboundMail", "InboundStatus", "Invoice", "InvoiceLine",
+    "InvoiceStatus", "Invoicing", "JobRun", "LedgerEntry", "LedgerKind", "MICROS", "MessageKind", "Notice",
+    "OutboundMail", "OutboxStatus", "PERMISSIONS", "Payment", "PaymentAllocation", "Plan", "PlanLine",
+    "PlanLineKind", "RenewalDecision", "RenewalRequest", "RenewalTerm", "Role", "SERVICE_KINDS", "Service",
+    "ServiceEvent", "ServiceStatus", "SlackPost", "StaffMember", "Subscription", "Suspension",
+    "SuspensionReason", "Ticket", "TicketMessage", "TicketStatus", "TicketWatcher", "UTCDateTime", "UsageRecord",
+]
