@@ -144,8 +144,8 @@ def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[s
                                payment_id=payment.id, actor=tx.actor,
                                invoice_id=targets[0].id if len(targets) == 1 and not pay_left else None))
     tx.session.flush()
-    from handlers.billing.credit import apply_credit
-    then = apply_credit(tx, acc, why="payment received" + (f" ({ref})" if ref else "")) if pay_left else []
+    from handlers.billing.credit import apply_credit as pay_from_credit
+    then = pay_from_credit(tx, acc, why="payment received" + (f" ({ref})" if ref else "")) if pay_left else []
 
     cur = acc.currency
     summary = {
@@ -213,8 +213,8 @@ def _reverse_allocations(tx: "Tx", row: Payment) -> list[tuple[Invoice, int]]:
     """Take a payment row's allocations off its invoices (they reopen); the invoices and parts."""
     out = []
     for alloc in row.allocations:
-        inv = tx.session.scalar(select(Invoice).where(Invoice.id == alloc.invoice_id)
-                                .execution_options(populate_existing=True))
+        inv = tx.session.scalars(select(Invoice).where(Invoice.id == alloc.invoice_id)
+                                 .execution_options(populate_existing=True)).one()
         inv.paid_minor -= alloc.amount_minor
         if inv.status != InvoiceStatus.void:
             inv.status = status_for(inv.total_minor, inv.paid_minor)
@@ -271,7 +271,8 @@ def void(tx: "Tx", payment_id: int, reason: str) -> dict[str, Any]:
     if found is None:
         raise NotFound(f"no payment #{payment_id}", hint="payment list ACCOUNT shows an account's payments")
     acc = lock_account(tx, found.account_id)
-    row = tx.session.scalar(select(Payment).where(Payment.id == payment_id).execution_options(populate_existing=True))
+    row = tx.session.scalars(select(Payment).where(Payment.id == payment_id)
+                             .execution_options(populate_existing=True)).one()
     if row.method == CREDIT:
         raise Conflict(f"payment #{row.id} is credit applied from the account, not money in",
                        hint="void the payment that brought the credit")
