@@ -43,7 +43,8 @@ def reply_message(reply: Reply, words: str = "") -> dict[str, Any]:
     blocks = [section(f"*{escape(reply.title)}*"), *_pre(reply.text or "done")]
     if words:
         blocks.append(context(f"`/desk {escape(clip(words, 200))}`"))
-    return {"response_type": "ephemeral", "text": clip(f"{reply.title}: {reply.text}", 3000), "blocks": blocks[:MAX_BLOCKS]}
+    return {"response_type": "ephemeral", "text": clip(f"{reply.title}: {reply.text}", 3000),
+            "blocks": blocks[:MAX_BLOCKS]}
 
 
 def error_message(error: BaseException, words: str = "") -> dict[str, Any]:
@@ -61,7 +62,8 @@ def error_message(error: BaseException, words: str = "") -> dict[str, Any]:
         blocks.append(section(f"`{escape(hint)}`" if hint.startswith("usage:") else escape(hint)))
     if words:
         blocks.append(context(f"`/desk {escape(clip(words, 200))}`"))
-    return {"response_type": "ephemeral", "text": clip(message + (f" ({hint})" if hint else ""), 3000), "blocks": blocks}
+    return {"response_type": "ephemeral", "text": clip(message + (f" ({hint})" if hint else ""), 3000),
+            "blocks": blocks}
 
 
 def confirm_message(words: str, preview: Reply | None, problem: BaseException | None) -> dict[str, Any]:

@@ -343,7 +343,8 @@ class Deliverer:
                     failed.append((a.row_id, f"gave up after {a.attempts} attempts: {exc}"))
                 else:
                     when = now + backoff(self.settings, a.attempts)
-                    mark([a.row_id], status=OutboxStatus.queued, next_attempt_at=when, last_error=str(exc), handed_over_at=None)
+                    mark([a.row_id], status=OutboxStatus.queued, next_attempt_at=when, last_error=str(exc),
+                         handed_over_at=None)
                     report.retried += 1
                     log.info("outbox: mail %s deferred until %s: %s", a.row_id, when.isoformat(timespec="seconds"), exc)
         for row_id, error in failed:

@@ -31,8 +31,9 @@ Progress = Callable[[int, int], None]
 KINDS = ("plans", "accounts", "contacts", "services", "invoices", "payments", "charges", "subscriptions", "usage",
          "tickets", "messages")
 STATES = ("created", "updated", "unchanged")
-_SINGULAR = {"plans": "plan", "subscriptions": "subscription", "usage": "usage record", "accounts": "account", "contacts": "contact", "services": "service", "invoices": "invoice",
-             "payments": "payment", "charges": "charge", "tickets": "ticket", "messages": "message"}
+_SINGULAR = {"plans": "plan", "subscriptions": "subscription", "usage": "usage record", "accounts": "account",
+             "contacts": "contact", "services": "service", "invoices": "invoice", "payments": "payment",
+             "charges": "charge", "tickets": "ticket", "messages": "message"}
 
 
 @dataclass

@@ -119,9 +119,10 @@ def insert_many(conn: Any, messages: list[Incoming], at: dt.datetime) -> list[li
         mid = message_id_of(m.raw, raw_digest)
         sender = clean_address(m.mail_from)
         recipients = dict.fromkeys(clean_address(r) for r in m.recipients) or {"": None}
-        per_message.append([{"received_at": at, "door": m.door, "peer": _CONTROL.sub("", m.peer)[:100], "mail_from": sender,
-                             "recipient": rcpt, "message_id": mid, "digest": raw_digest, "size": len(m.raw),
-                             "raw": m.raw, "status": InboundStatus.new, "throttled": False, "attempts": 0}
+        per_message.append([{"received_at": at, "door": m.door, "peer": _CONTROL.sub("", m.peer)[:100],
+                             "mail_from": sender, "recipient": rcpt, "message_id": mid, "digest": raw_digest,
+                             "size": len(m.raw), "raw": m.raw, "status": InboundStatus.new, "throttled": False,
+                             "attempts": 0}
                             for rcpt in recipients])  # the same recipient twice in one envelope is one row
     key = lambda r: (r["message_id"], r["digest"], r["recipient"])  # noqa: E731
     unique = {key(r): r for rows in per_message for r in rows}

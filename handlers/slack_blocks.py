@@ -85,14 +85,16 @@ def ticket_card(tx: Any, ticket: Ticket, last: str | None = None) -> dict[str, A
     first = tx.session.scalar(select(TicketMessage).where(TicketMessage.ticket_id == ticket.id)
                               .order_by(TicketMessage.id).limit(1))
     sender = first.author if first is not None and first.kind == MessageKind.client else "staff"
-    head = f"*T-{ticket.id}* · {escape(ticket.subject)}\n*{escape(account.name)}* ({escape(account.ref)}) · from {escape(sender)}"
+    head = (f"*T-{ticket.id}* · {escape(ticket.subject)}\n"
+            f"*{escape(account.name)}* ({escape(account.ref)}) · from {escape(sender)}")
     blocks = [section(head)]
     if first is not None:
         blocks.append(section(">" + escape(clip(first.body, EXCERPT_CHARS, f"; /desk ticket show {ticket.id}"))
                               .replace("\n", "\n>")))
     who = f"<@{ticket.assignee}>" if ticket.assignee else "nobody"
     blocks.append(context(f"status *{_status(ticket)}* · assigned to {who}"
-                          + (" · previous ticket T-%d" % ticket.previous_ticket_id if ticket.previous_ticket_id else "")))
+                          + (" · previous ticket T-%d" % ticket.previous_ticket_id
+                             if ticket.previous_ticket_id else "")))
     blocks += _last(last)
     closed = ticket.status == TicketStatus.closed or ticket.archived
     buttons = []
@@ -130,7 +132,8 @@ def invoice_buttons(inv: Invoice) -> list[dict[str, Any]]:
         return []
     due = fmt(inv.due_minor, inv.currency)
     return [button(f"Mark {inv.number} paid", "invoice_paid", inv.number,
-                   confirm=confirm_dialog("Mark paid?", f"Record {due} for invoice {escape(inv.number)}.", "Mark paid")),
+                   confirm=confirm_dialog("Mark paid?", f"Record {due} for invoice {escape(inv.number)}.",
+                                          "Mark paid")),
             button("Remind", "invoice_remind", inv.number),
             button("Void", "invoice_void", inv.number, style="danger",
                    confirm=confirm_dialog("Void the invoice?", f"Invoice {escape(inv.number)} becomes void; "

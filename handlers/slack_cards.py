@@ -184,5 +184,5 @@ def queue_digest(tx: Any, content: dict[str, Any], *, manual: bool) -> SlackPost
     """The staff digest in the channel: the daily one once per day (and not when empty)."""
     if not enabled(tx.settings) or (content.get("empty") and not manual):
         return None
-    return queue_post(tx, blocks.digest_message(content), dedupe_key=None if manual else f"digest:{content['day']}:slack",
-                      meta={"card": "digest"})
+    return queue_post(tx, blocks.digest_message(content),
+                      dedupe_key=None if manual else f"digest:{content['day']}:slack", meta={"card": "digest"})

@@ -83,7 +83,8 @@ def text(data: dict[str, Any]) -> str:
         f"{outbox['counts'].get('sent', 0)} sent, {outbox['failed']} failed or uncertain",
     ]
     if outbox["last_error"]:
-        lines.append(f"           last delivery error (mail {outbox['last_error']['id']}): {outbox['last_error']['error']}")
+        lines.append(f"           last delivery error (mail {outbox['last_error']['id']}): "
+                     f"{outbox['last_error']['error']}")
     beat = sched["last_heartbeat"] or "never"
     lines.append(f"scheduler  {'running' if sched['alive'] else 'NOT RUNNING'} (last heartbeat {beat})")
     for name, job in sched["jobs"].items():

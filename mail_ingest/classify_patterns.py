@@ -56,7 +56,8 @@ BOUNCE_FORMATS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re.compil
     ("generic", r"^The following (message|addresses?) (to .{1,200} )?(could not|cannot|was not|were not) be delivered"),
     ("generic", r"^(Your|The) (mail|message) (could not|was not|cannot) be delivered"),
     ("generic", r"^Unable to deliver (the |your )?message to the following"),
-    ("generic", r"^(This is a|This is the) (permanent|temporary)? ?(error|failure|delivery).{0,60}(report|notification)"),
+    ("generic", r"^(This is a|This is the) (permanent|temporary)? ?(error|failure|delivery)"
+                r".{0,60}(report|notification)"),
     ("generic", r"^Mail delivery failed|^Delivery (to|of) .{1,200} (failed|has failed)"),
     ("generic", r"^Original-Recipient:|^Final-Recipient:"),
     ("japanese", r"(配信|送信)(でき|出来)(ません|なかった)|宛先不明|メールエラー"),
@@ -119,7 +120,8 @@ def bounce_format(body: str) -> str | None:
 
 # Subjects that mail systems put on their notices; they need a daemon sender or a null sender.
 FAILURE_SUBJECT = re.compile(
-    r"(delivery status notification|undeliver|undelivered mail|returned mail|return(ing)? (the )?(message |mail )?to sender|"
+    r"(delivery status notification|undeliver|undelivered mail|returned mail|"
+    r"return(ing)? (the )?(message |mail )?to sender|"
     r"mail delivery (failed|failure|system)|delivery (failure|failed|problem|notification)|failure (notice|delivery)|"
     r"failed (delivery|mail)|mail failure|could not be delivered|non[- ]?delivery|delivery status|"
     r"delayed mail|\bdelayed\b.*\bhours?\b|could not send mail|mail system error|message delivery has failed|"

@@ -19,8 +19,8 @@ from handlers.staff.grammar import BY_NAME, COMMANDS, Command, Parsed, parse, sl
 if TYPE_CHECKING:
     from handlers.services import Services, Tx
 
-__all__ = ["BY_NAME", "COMMANDS", "Command", "Parsed", "Reply", "actor_for", "authorize", "envelope", "execute", "preview",
-           "is_available", "parse", "register"]
+__all__ = ["BY_NAME", "COMMANDS", "Command", "Parsed", "Reply", "actor_for", "authorize", "envelope", "execute",
+           "preview", "is_available", "parse", "register"]
 
 
 def actor_for(as_user: str | None) -> str:

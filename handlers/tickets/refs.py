@@ -19,8 +19,8 @@ _TAG = re.compile(r"\[#T-0*([1-9]\d{0,11})\]", re.I)
 _ADDRESS = re.compile(r"^([a-z0-9._-]+)\+t([1-9]\d{0,11})\.([0-9a-f]{10})@", re.I)
 _MARKER = re.compile(r"\[ref:T-([1-9]\d{0,11})\.([0-9a-f]{10})\]", re.I)
 # Reply and forward prefixes in the languages our clients write in, as mail programs add them.
-_PREFIX = re.compile(r"^\s*(?:(?:re|fwd?|aw|wg|sv|vs|antw|doorst|tr|rif|r|res|enc|odp|pd|fw)\s*(?:\[\d+\])?\s*[:：]\s*)+",
-                     re.I)
+_PREFIX = re.compile(r"^\s*(?:(?:re|fwd?|aw|wg|sv|vs|antw|doorst|tr|rif|r|res|enc|odp|pd|fw)"
+                     r"\s*(?:\[\d+\])?\s*[:：]\s*)+", re.I)
 _SPACES = re.compile(r"\s+")
 MAC_PURPOSE = "ticket"
 MAC_LENGTH = 10

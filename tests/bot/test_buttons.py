@@ -129,7 +129,8 @@ def test_payment_modal_shows_the_summary_before_recording(late, sender, fake_sla
     assert _state(services)[3]["L-2"] == InvoiceStatus.issued  # nothing recorded yet
     done = json.loads(sender.submit("UBILL", step["view"], {}).text)
     assert done["response_action"] == "update" and "Payment 15.00 EUR" in shown(done["view"])
-    assert _state(services)[3]["L-2"] == InvoiceStatus.paid and _state(services)[3]["L-3"] == InvoiceStatus.partially_paid
+    assert (_state(services)[3]["L-2"] == InvoiceStatus.paid
+            and _state(services)[3]["L-3"] == InvoiceStatus.partially_paid)
 
 
 def test_app_home_per_staff_member(late, sender, fake_slack):

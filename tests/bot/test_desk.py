@@ -71,7 +71,8 @@ def test_destructive_commands_ask_first_and_run_only_when_confirmed(desk, acme, 
         assert [b["action_id"] for b in buttons] == ["desk_confirm", "desk_cancel"]
         assert "confirm" in buttons[0]  # Slack's own dialog as well
     count = lambda: services.run(lambda tx: (tx.session.scalar(select(func.count()).select_from(Payment)),  # noqa: E731
-                                             tx.session.scalar(select(Invoice.status).where(Invoice.number == "INV-3"))),
+                                             tx.session.scalar(select(Invoice.status)
+                                                               .where(Invoice.number == "INV-3"))),
                                  readonly=True)
     assert count() == (0, InvoiceStatus.issued)
     preview = shown(desk("payment record acme 20 --invoices INV-2 --ref BANK-1", "UBILL"))

@@ -81,7 +81,8 @@ def test_ticket_thread_round_trip(services, team, sender, fake_slack, deliverer,
     thread = [c.body for c in fake_slack.of("chat.postMessage") if c.body.get("thread_ts") == parent]
     assert "Reply sent to the client" in shown(thread[-1]) and "<@USUP>" in shown(thread[-1])
     updates = fake_slack.of("chat.update")
-    assert updates and updates[-1].body["ts"] == parent and "replied to the client by <@USUP>" in shown(updates[-1].body)
+    assert (updates and updates[-1].body["ts"] == parent
+            and "replied to the client by <@USUP>" in shown(updates[-1].body))
 
     # the client answers our mail: threaded by its Message-ID, posted into the Slack thread
     deliver(services, mail("dev@acme.test", "Re: your answer", "Works now, thanks!",

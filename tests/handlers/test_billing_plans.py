@@ -147,7 +147,8 @@ def test_month_end_charges_never_suspend_an_account_with_automatic_suspension_of
     services.run(import_document, _doc(limit="30.00"), actor="test")
     for day in ("2026-12-01", "2026-12-02", "2026-12-09"):
         sweep(services, clock, day)
-    assert state(services, "meter")["suspensions"] == [] and [m[0] for m in mails(services)] == ["invoice_new", "credit_warning"]
+    assert (state(services, "meter")["suspensions"] == []
+            and [m[0] for m in mails(services)] == ["invoice_new", "credit_warning"])
 
 
 def test_month_end_charges_bring_a_credit_warning(services, clock):
@@ -233,7 +234,8 @@ def test_account_show_and_history_show_the_plan(services, clock):
     assert show.data["plan"]["plan"] == {"ref": "hosting-pro", "name": "Hosting Pro", "since": "2026-11-10",
                                          "until": None}
     assert show.data["plan"]["so_far"] == {"amount": "35.41", "currency": "EUR"}
-    assert "plan: Hosting Pro since 2026-11-10 · 2026-11 so far (the month's fees, usage to date): 35.41 EUR" in show.text
+    assert ("plan: Hosting Pro since 2026-11-10 · 2026-11 so far (the month's fees, usage to date): "
+            "35.41 EUR") in show.text
     sweep(services, clock, "2026-12-01")
     history = execute(services, "account history meter", as_user=None)
     kinds = [e["kind"] for e in history.data["entries"]]

@@ -69,7 +69,8 @@ def test_audit_records_actor_and_subject(services):
     services.run(op, actor="staff:U1")
     with services.db.transaction(readonly=True) as s:
         ev = s.scalars(select(AuditEvent)).one()
-    assert (ev.actor, ev.action, ev.subject_type, ev.detail) == ("staff:U1", "account.create", "account", {"name": "Acme"})
+    assert (ev.actor, ev.action, ev.subject_type, ev.detail) == ("staff:U1", "account.create", "account",
+                                                                 {"name": "Acme"})
 
 
 def test_secret_key_is_generated_once_and_shared(settings, clock):
@@ -80,7 +81,8 @@ def test_secret_key_is_generated_once_and_shared(settings, clock):
         assert a.secret_key == b.secret_key and len(a.secret_key) >= 32
         assert a.sign("ticket", "7") == b.sign("ticket", "7") != a.sign("ticket", "8")
     finally:
-        a.close(); b.close()
+        a.close()
+        b.close()
 
 
 def test_unreachable_database_is_a_temporary_failure(tmp_path, clock):

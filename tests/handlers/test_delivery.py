@@ -174,7 +174,7 @@ def test_one_recipient_to_retry_later_holds_the_whole_mail(services):
 def test_a_stopping_worker_releases_what_it_did_not_try(services):
     """On shutdown the loop stops between rows and puts the untried ones straight back in the queue."""
     import threading
-    ids = _queue(services, 3)
+    _queue(services, 3)
     stopping = threading.Event()
     with SmtpSink(on_data=lambda got: stopping.set()) as sink:
         services.settings = services.settings.replace(outbound_smtp_url=sink.url)

@@ -1,6 +1,4 @@
 """The inbound store's operations: one row per message and recipient, derived ids, flood control, retry."""
-import datetime as dt
-
 import pytest
 from sqlalchemy import select
 

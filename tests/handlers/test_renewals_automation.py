@@ -275,7 +275,8 @@ def test_staff_send_a_confirmation_request_for_a_service_or_an_account(services,
     assert one.data["services"] == ["a.test"] and one.data["to"] == ["owner@acme.test", "dev@acme.test"]
     every = execute(services, "renewal confirm acme", as_user="U0SUP")
     assert every.data["services"] == ["a.test", "b.test"]
-    codes = [re.search(r"activation code: (\S+)", text_of(m))[1] for m in outbound(services, "renewal_confirmation_request")]
+    codes = [re.search(r"activation code: (\S+)", text_of(m))[1]
+             for m in outbound(services, "renewal_confirmation_request")]
     assert len(codes) == 4 and not any(c in one.text + every.text for c in codes)
     sent = rows(services, AuditEvent, AuditEvent.action == "renewal.code_sent")
     assert [a.actor for a in sent] == ["staff:U0SUP", "staff:U0SUP"]

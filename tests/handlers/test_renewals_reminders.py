@@ -47,7 +47,8 @@ def test_every_occasion_in_one_email_grouped_by_bucket(services):
     assert "The following domain name(s) expire tomorrow: d1.test" in text
     assert "The following domain name(s) expire in 5 days: d5.test" in text
     assert "The following domain name(s) expire in 2 months: m2.test, m2b.test" in text
-    assert text.index("expired 1 day ago") < text.index("expire today") < text.index("in 15 days") < text.index("2 months")
+    assert (text.index("expired 1 day ago") < text.index("expire today") < text.index("in 15 days")
+            < text.index("2 months"))
     assert "far.test" not in text and "d7.test" not in text
     assert {n.occasion for n in notices(services)} == {"+1d", "0d", "-1d", "-2d", "-5d", "-15d", "-2m"}
     assert ids["far.test"] not in {n.subject_id for n in notices(services)}

@@ -119,7 +119,8 @@ def test_confirmations_keep_each_sentence_apart_and_answer_with_one_re(services,
 
 
 def test_renew_all_uses_the_reminders_period_and_covers_its_services(services, acme):
-    assert reply(services, acme["token"], "renew all") == "renewal reply: renewed a.test for 1 year; renewed b.test for 1 year"
+    assert reply(services, acme["token"], "renew all") == ("renewal reply: renewed a.test for 1 year; "
+                                                            "renewed b.test for 1 year")
 
 
 def test_mixed_understood_and_not_understood_applies_nothing(services, acme):
@@ -250,11 +251,14 @@ def test_a_real_reply_quoting_the_reminder_is_read_above_the_quote(services, acm
                 f"Message-ID: <p{n}@acme.test>\nIn-Reply-To: {reminder.message_id}\n{extra}"
                 "Content-Type: text/plain; charset=utf-8\n\n"
                 "Renew a.test 2 years\ndecline b.test\n\nThanks,\nDana\n\n"
-                f"On Sat, 21 Nov 2026 at 08:00, Example Hosting <support@desk.example.test> wrote:\n{quoted}\n").encode()
+                "On Sat, 21 Nov 2026 at 08:00, Example Hosting <support@desk.example.test> wrote:\n"
+                f"{quoted}\n").encode()
 
     auto = _facts_from_raw(services, raw("Auto-Submitted: auto-replied\n"), rcpt)
     assert auto.automatic
-    assert services.run(handle_reply, auto, acme["token"]) == "renewal reply: automatic reply, nothing changed and nothing sent"
+    assert services.run(handle_reply, auto, acme["token"]) == ("renewal reply: automatic reply, "
+                                                                "nothing changed and nothing sent")
     facts = _facts_from_raw(services, raw(), rcpt)
     assert not facts.automatic
-    assert services.run(handle_reply, facts, acme["token"]) == "renewal reply: renewed a.test for 2 years; declined b.test"
+    assert services.run(handle_reply, facts, acme["token"]) == ("renewal reply: renewed a.test for 2 years; "
+                                                                 "declined b.test")

@@ -8,7 +8,6 @@ import pytest
 from sqlalchemy import event, update
 
 from handlers.models import Contact, Notice, OutboundMail, RenewalRequest
-from handlers.errors import InvalidInput
 from handlers.renewals import reminders, tokens
 from handlers.renewals.occasions import add_months
 from tests.support.renewals import D, count, make_account, notices, outbound

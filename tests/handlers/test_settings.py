@@ -1,5 +1,4 @@
 """Settings: defaults from INTERFACE.md, environment over TOML, one clear line for bad values."""
-import re
 from pathlib import Path
 
 import pytest

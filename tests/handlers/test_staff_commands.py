@@ -246,8 +246,8 @@ def test_account_show_lists_balance_services_due_invoices_open_tickets_and_holds
     assert [t["subject"] for t in data["open_tickets"]] == ["Cannot log in"]
     assert [h["reason"] for h in data["holds"]] == ["talking to their bank"]
     # the balance's sign is said in words (negative is what the client owes)
-    for shown in ("Acme Ltd", "-26.90 EUR (the client owes this)", "expires 2027-01-15 (in 55 days)", "INV-1", "OVERDUE", "Cannot log in",
-                  "talking to their bank"):
+    for shown in ("Acme Ltd", "-26.90 EUR (the client owes this)", "expires 2027-01-15 (in 55 days)", "INV-1",
+                  "OVERDUE", "Cannot log in", "talking to their bank"):
         assert shown in reply.text
     assert reply.title == "Acme Ltd"
     json.dumps(envelope(reply))

@@ -247,7 +247,8 @@ def test_the_documented_example_hint():
 def test_missing_or_extra_arguments_answer_with_the_usage():
     """A missing positional, a stray word, an unknown option: each names the problem and shows the usage."""
     err = refused("invoice paid")
-    assert (err.message, err.hint) == ("`invoice paid` needs N", "usage: " + EXTENDED["invoice paid N [AMOUNT] [--ref REF]"])
+    assert (err.message, err.hint) == ("`invoice paid` needs N",
+                                       "usage: " + EXTENDED["invoice paid N [AMOUNT] [--ref REF]"])
     assert refused("ticket reply 7").message == "`ticket reply` needs TEXT"
     err = refused("account show Acme Ltd")
     assert "unexpected `Ltd`" in err.message and "quotes" in err.message

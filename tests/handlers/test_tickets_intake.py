@@ -1,8 +1,6 @@
 """Client mail into tickets, through the real store and processor on both databases: new tickets
 on the master account with their acknowledgement, every threading layer, what is refused, and
 what is never answered."""
-import datetime as dt
-
 import pytest
 from sqlalchemy import func, select
 

@@ -75,7 +75,8 @@ def test_every_corpus_file_parses_and_gives_text_or_a_reason(folder):
         if not isinstance(m.text, str) or "\x00" in m.text:
             problems.append(f"{name}: text is not clean str")
         if blank != bool(m.unreadable_reason):
-            problems.append(f"{name}: unreadable_reason={m.unreadable_reason!r} for a {'blank' if blank else 'non-blank'} file")
+            problems.append(f"{name}: unreadable_reason={m.unreadable_reason!r} "
+                            f"for a {'blank' if blank else 'non-blank'} file")
         if any(d.startswith("internal error") for d in m.defects):
             problems.append(f"{name}: {m.defects}")
         if not isinstance(m.subject, str) or "\n" in m.subject or "\r" in m.subject:
@@ -156,7 +157,8 @@ def test_one_japanese_phrase_in_every_japanese_charset_gives_the_same_text(chars
 def test_half_width_katakana_labelled_iso_2022_jp_uses_the_richer_family_member():
     """ISO-2022-JP mail with half-width katakana (not in RFC 1468) still decodes: the family is tried."""
     phrase = "ｶﾀｶﾅ のテスト"
-    m = parse(mail("From: a@example.jp\nContent-Type: text/plain; charset=iso-2022-jp", phrase.encode("iso2022_jp_ext")))
+    m = parse(mail("From: a@example.jp\nContent-Type: text/plain; charset=iso-2022-jp",
+                   phrase.encode("iso2022_jp_ext")))
     assert m.text == phrase
 
 
@@ -229,7 +231,8 @@ def test_rfc2231_and_encoded_word_filenames():
     assert [a.filename for a in ruby("attachment_emails/attachment_with_quoted_filename.eml").attachments] == [
         "Eelanalüüsi päring.jpg"]
     assert [a.filename for a in ruby("attachment_emails/attachment_nonascii_filename.eml").attachments] == ["ciële.txt"]
-    assert [a.filename for a in ruby("attachment_emails/attachment_content_location.eml").attachments] == ["Photo25.jpg"]
+    assert [a.filename for a in ruby("attachment_emails/attachment_content_location.eml").attachments] == [
+        "Photo25.jpg"]
     odd = ruby("attachment_emails/attachment_with_encoded_name.eml").attachments[0].filename
     assert odd.startswith("01 Quien Te Dij") and odd.endswith("at. Pitbull.mp3")
 
@@ -295,9 +298,11 @@ def test_nul_bytes_vanish():
     need_corpus()
     raw = (RUBY / "plain_emails" / "basic_email.eml").read_bytes()
     head, _, body = raw.partition(b"\r\n\r\n")
-    m = parse(head.replace(b"Subject: Testing 123", b"Subject: Testing\x00 123") + b"\r\n\r\n" + body.replace(b"Plain", b"Pl\x00ain"))
+    m = parse(head.replace(b"Subject: Testing 123", b"Subject: Testing\x00 123") + b"\r\n\r\n"
+              + body.replace(b"Plain", b"Pl\x00ain"))
     assert "\x00" not in m.text and "Plain email." in m.text and m.subject == "Testing 123"
-    encoded = parse(mail("From: a@example.test\nContent-Transfer-Encoding: base64", base64.encodebytes(b"a\x00b\x00\x00c")))
+    encoded = parse(mail("From: a@example.test\nContent-Transfer-Encoding: base64",
+                         base64.encodebytes(b"a\x00b\x00\x00c")))
     assert encoded.text == "abc"
 
 
@@ -337,7 +342,8 @@ def test_addresses_dates_and_ids_from_messy_headers():
     good = ruby("rfc2822/example06.eml")
     assert good.date == dt.datetime(1997, 11, 21, 16, 1, 10, tzinfo=dt.timezone.utc)
     assert good.in_reply_to == "<1234@local.machine.example>" and good.message_id == "<3456@example.net>"
-    assert ruby("error_emails/multiple_references_with_one_invalid.eml").references == ["<foo@bar.net>", "<baz@bar.net>"]
+    assert ruby("error_emails/multiple_references_with_one_invalid.eml").references == ["<foo@bar.net>",
+                                                                                        "<baz@bar.net>"]
     group = ruby("rfc2822/example03.eml")
     assert group.cc == ["boss@nil.test", "sysservices@example.net"]
     h = good.headers
@@ -400,19 +406,21 @@ def test_x_uuencode_part_is_decoded():
     """A MIME part with Content-Transfer-Encoding: x-uuencode gives the decoded attachment."""
     lines = binascii.b2a_uu(b"quarterly figures")
     body = (b"--B\r\nContent-Type: text/plain\r\n\r\nsee file\r\n--B\r\nContent-Type: application/octet-stream; "
-            b"name=q.txt\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 600 q.txt\r\n" + lines.replace(b"\n", b"\r\n")
-            + b"`\r\nend\r\n--B--\r\n")
+            b"name=q.txt\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 600 q.txt\r\n"
+            + lines.replace(b"\n", b"\r\n") + b"`\r\nend\r\n--B--\r\n")
     m = parse(mail("From: a@example.test\nContent-Type: multipart/mixed; boundary=B", body))
     assert [(a.filename, a.content) for a in m.attachments] == [("q.txt", b"quarterly figures")]
 
 
 def test_winmail_dat_is_kept_undecoded_with_a_note():
     """application/ms-tnef (winmail.dat) stays an attachment as sent; a note says it was not decoded."""
-    body = (b"--B\r\nContent-Type: text/plain\r\n\r\nHi\r\n--B\r\nContent-Type: application/ms-tnef; name=winmail.dat\r\n"
+    body = (b"--B\r\nContent-Type: text/plain\r\n\r\nHi\r\n--B\r\n"
+            b"Content-Type: application/ms-tnef; name=winmail.dat\r\n"
             b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(b"\x78\x9f\x3e\x22TNEF") + b"--B--\r\n")
     m = parse(mail("From: a@example.test\nContent-Type: multipart/mixed; boundary=B", body))
     (att,) = m.attachments
-    assert (att.filename, att.content_type, att.content) == ("winmail.dat", "application/ms-tnef", b"\x78\x9f\x3e\x22TNEF")
+    assert (att.filename, att.content_type, att.content) == ("winmail.dat", "application/ms-tnef",
+                                                             b"\x78\x9f\x3e\x22TNEF")
     assert any("TNEF" in d for d in m.defects)
 
 

@@ -118,7 +118,8 @@ def test_a_forged_from_threads_but_every_answer_goes_to_the_real_contact(service
 def two_accounts(services):
     soon = str(TODAY + dt.timedelta(days=5))
     acme = renewals.make_account(services, "acme", {"a.test": soon}, sales="sales@reseller.test",
-                                 contacts=[("dev@acme.test", ["renewals"], True), ("books@acme.test", ["billing"], True)])
+                                 contacts=[("dev@acme.test", ["renewals"], True),
+                                           ("books@acme.test", ["billing"], True)])
     mallory = renewals.make_account(services, "mallory", {"m.test": soon},
                                     contacts=[("m@mallory.test", ["renewals"], True)])
     renewals.reminder_token(services, TODAY)
@@ -263,7 +264,8 @@ def test_html_in_client_mail_is_never_live_in_the_ack_or_on_the_renewal_pages(se
         assert live_markup(page.text) == []
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
         posted = httpx.post(f"{base}/renew/{link}", cookies=page.cookies, timeout=10,
-                            data={"csrf": csrf, f"decision_{ids['a.test']}": HOSTILE, f"years_{ids['a.test']}": HOSTILE})
+                            data={"csrf": csrf, f"decision_{ids['a.test']}": HOSTILE,
+                                  f"years_{ids['a.test']}": HOSTILE})
         assert live_markup(posted.text) == []
         confirm = httpx.get(f"{base}/renew/confirm", timeout=10)
         code = httpx.post(f"{base}/renew/confirm", cookies=confirm.cookies, timeout=10, data={

@@ -3,7 +3,7 @@ import os
 import signal
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from handlers.clock import FixedClock
@@ -16,7 +16,8 @@ from tests.support.smtp_sink import SmtpSink
 
 
 def _queue_one(db_url):
-    svc = Services(load_settings({}, database_url=db_url, secret_key="k"), clock=FixedClock("2026-11-21T09:00:00+00:00"))
+    svc = Services(load_settings({}, database_url=db_url, secret_key="k"),
+                   clock=FixedClock("2026-11-21T09:00:00+00:00"))
     try:
         return svc.run(lambda tx: queue_email(tx, "staff_message", {"subject": "S", "body": "B", "recipient_name": "A"},
                                               to=["ann@acme.test"]).id)

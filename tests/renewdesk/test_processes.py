@@ -21,7 +21,8 @@ def db(tmp_path):
 def test_run_demo_serves_healthz_and_stops_cleanly(db, sig):
     """`run --demo` migrates an empty database, loads the demo, answers /healthz 200, exits 0 on a signal."""
     port, smtp_port = free_port(), free_port()
-    p = proc.start("run", "--demo", env=proc.env_for(DATABASE_URL=db, PORT=str(port), RENEWDESK_SMTP_PORT=str(smtp_port)))
+    p = proc.start("run", "--demo",
+                   env=proc.env_for(DATABASE_URL=db, PORT=str(port), RENEWDESK_SMTP_PORT=str(smtp_port)))
     try:
         status, body = proc.wait_http(f"http://127.0.0.1:{port}/healthz", proc=p)
         health = json.loads(body)

@@ -67,7 +67,8 @@ def test_enter_the_code_then_confirm_once(services, sent, base):
         assert shown.status_code == 200 and '<div class="name">a.test</div>' in shown.text
         assert "b.test" not in shown.text
         done = c.post(f"{base}/renew/confirm", data={"csrf": csrf_of(shown.text), "step": "decide", "code": code,
-                                                     f"decision_{ids['a.test']}": "renew", f"years_{ids['a.test']}": "2"})
+                                                     f"decision_{ids['a.test']}": "renew",
+                                                     f"years_{ids['a.test']}": "2"})
         assert done.status_code == 200 and "renewed a.test for 2 years" in done.text
         again = c.post(f"{base}/renew/confirm", data={"csrf": csrf_of(form.text), "step": "check", "code": code})
     assert again.status_code == 410 and "already been used" in again.text

@@ -97,7 +97,8 @@ class DoorProcess:
             return
         deadline = time.monotonic() + timeout
         while True:
-            assert self.popen.poll() is None, f"renewdesk {self.args[0]} exited {self.popen.returncode}:\n{self.output()}"
+            assert self.popen.poll() is None, (f"renewdesk {self.args[0]} exited {self.popen.returncode}:\n"
+                                               f"{self.output()}")
             try:
                 wait_for_port(self.port, timeout=0.5)
                 return
@@ -307,7 +308,8 @@ def wait_processed(engine, rows: int, timeout: float, worker: "DoorProcess | Non
     while True:
         with engine.connect() as c:
             stored, new = c.execute(text(
-                "SELECT count(*), coalesce(sum(CASE WHEN status = 'new' THEN 1 ELSE 0 END), 0) FROM inbound_mail")).one()
+                "SELECT count(*), coalesce(sum(CASE WHEN status = 'new' THEN 1 ELSE 0 END), 0) "
+                "FROM inbound_mail")).one()
         if stored >= rows and not new:
             return
         assert worker is None or worker.alive(), f"the worker exited:\n{worker.output()[-3000:]}"

@@ -86,9 +86,10 @@ def leaf_parts(draw) -> tuple[list[tuple[str, str]], bytes]:
     cte = draw(st.sampled_from(ENCODINGS))
     body = draw(st.one_of(st.binary(max_size=300), text_values.map(lambda t: t.encode("utf-8")),
                           st.lists(st.sampled_from(["<p>", "</p>", "<br>", "<blockquote>", "</blockquote>", "<div>",
-                                                    "&nbsp;", "&#0;", "&#x110000;", "<!--", "-->", "<![CDATA[", "<a href='",
-                                                    "'>", "<style>", "<table><tr><td>", "text", "\x00", "begin 644 x\n",
-                                                    "M86)C\n", "`\nend\n", "> quoted\n", "-- \n", "On Mon wrote:\n"]),
+                                                    "&nbsp;", "&#0;", "&#x110000;", "<!--", "-->", "<![CDATA[",
+                                                    "<a href='", "'>", "<style>", "<table><tr><td>", "text", "\x00",
+                                                    "begin 644 x\n", "M86)C\n", "`\nend\n", "> quoted\n", "-- \n",
+                                                    "On Mon wrote:\n"]),
                                    max_size=30).map(lambda xs: "".join(xs).encode("utf-8"))))
     if cte.strip().lower() == "base64" and draw(st.booleans()):
         body = base64.encodebytes(body)

@@ -21,7 +21,8 @@ def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "renewdesk", *args]
 
 
-def run(*args: str, env: dict[str, str], timeout: float = 60, input: bytes | None = None) -> subprocess.CompletedProcess:
+def run(*args: str, env: dict[str, str], timeout: float = 60,
+        input: bytes | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(command(*args), env=env, cwd=ROOT, capture_output=True, timeout=timeout, input=input)
 
 

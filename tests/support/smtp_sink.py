@@ -55,8 +55,8 @@ class SinkHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        got = Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content or envelope.content),
-                       id(session))
+        got = Received(envelope.mail_from, list(envelope.rcpt_tos),
+                       bytes(envelope.original_content or envelope.content), id(session))
         if self.data_code:
             return self.data_code
         with self.lock:

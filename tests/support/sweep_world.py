@@ -35,7 +35,8 @@ def account_doc(i: int, day0: dt.date) -> dict[str, Any]:
          "expires_on": _day(day0, 200), "period_years": 1, "price": "10.00"},
     ]
     if i % 4 == 1:  # on auto-renew, at its first occasion (three months before) today (the 28th at the latest)
-        months = day0.replace(day=min(day0.day, 28), year=day0.year + (day0.month + 2) // 12, month=(day0.month + 2) % 12 + 1)
+        months = day0.replace(day=min(day0.day, 28), year=day0.year + (day0.month + 2) // 12,
+                              month=(day0.month + 2) % 12 + 1)
         services.append({"ref": "auto", "kind": "domain", "name": f"{ref}-auto.test", "status": "active",
                          "expires_on": months.isoformat(), "period_years": 1, "price": "12.00",
                          "auto_renew": True})
@@ -80,7 +81,8 @@ def outcome(services: Any) -> dict[str, Any]:
             (n.kind, names.get(n.subject_type, {}).get(n.subject_id, f"{n.subject_type}:{n.subject_id}"), n.occasion,
              n.occasion_date.isoformat() if n.occasion_date else None, n.outcome)
             for n in s.scalars(select(Notice)))
-        mails = Counter((m.intent, tuple(m.recipients), refs.get(m.account_id), m.subject, m.created_at.date().isoformat()) for m in s.scalars(select(OutboundMail)))
+        mails = Counter((m.intent, tuple(m.recipients), refs.get(m.account_id), m.subject,
+                         m.created_at.date().isoformat()) for m in s.scalars(select(OutboundMail)))
         return {"notices": notices, "suspensions": Counter(suspensions.values()),
                 "statuses": {label: status.value for label, status in (
                     (services_[sid], st) for sid, st in s.execute(select(Service.id, Service.status)))},
