@@ -13,8 +13,8 @@ door gets a freshly migrated database per pass: SQLite in a temp dir (default), 
 (rows are then counted as a difference), or a throwaway PostgreSQL (--postgres). Flood control
 is set out of the way. After each pass the inbox table must hold exactly N new rows.
 
-Prints one JSON line per pass, then a summary line of medians over `--repeat` passes (default 3). Targets (SQLite, 8 senders): our rate at
-least 0.60 of the no-op server's, and our p99 accept latency at most 20 ms.
+Prints one JSON line per pass, then a summary line of medians over `--repeat` passes (default 3).
+Targets (SQLite, 8 senders): our rate at least 0.60 of the no-op server's, and our p99 accept latency at most 20 ms.
 """
 from __future__ import annotations
 

@@ -111,7 +111,8 @@ def steady(minutes: float, tmp: Path) -> dict:
             wait_for_port(smtp_port, timeout=30)
             added = proc.run("staff", "team", "add", "UBENCH", "admin", env=env)
             if added.returncode:
-                sys.exit(f"bench.memory: could not add the staff member: {added.stdout.decode()}{added.stderr.decode()}")
+                sys.exit("bench.memory: could not add the staff member: "
+                         f"{added.stdout.decode()}{added.stderr.decode()}")
             sender = SlackSender(f"http://127.0.0.1:{port}/slack/events", SECRET, slack)
             engine = create_engine(url)
             smtp = smtplib.SMTP("127.0.0.1", smtp_port, timeout=60)

@@ -200,7 +200,8 @@ def render(rows: list[Row], info: dict[str, str], *, when: dt.datetime, quick: b
         ours = f"{_num(r.value)} {t.unit}" if r.value is not None else "-"
         verdict = f"not measured: {r.why}" if r.verdict == "not measured" else f"**{r.verdict}**"
         ref = (r.reference or "").replace("|", "\\|")
-        out.append(f"| {t.figure} (`bench.{t.script}`) | {ours} | {t.op} {_num(t.limit)} {t.unit} | {ref} | {verdict} |")
+        out.append(f"| {t.figure} (`bench.{t.script}`) | {ours} | {t.op} {_num(t.limit)} {t.unit} | {ref} "
+                   f"| {verdict} |")
     out += ["", END]
     return "\n".join(out)
 

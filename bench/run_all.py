@@ -93,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small N everywhere: checks the chain, not figures of record")
     ap.add_argument("--only", help="comma-separated scripts (default: all of " + ", ".join(scripts()) + ")")
-    ap.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"), help="the document to write the figures into")
-    ap.add_argument("--save", default=str(ROOT / "build" / "bench-last.jsonl"), help="where to keep the run's JSON lines")
+    ap.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"),
+                    help="the document to write the figures into")
+    ap.add_argument("--save", default=str(ROOT / "build" / "bench-last.jsonl"),
+                    help="where to keep the run's JSON lines")
     ap.add_argument("--from", dest="source", help="write the document from a saved run instead of running anything")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds each script may take")
     args = ap.parse_args(argv)

@@ -3,9 +3,10 @@
     python -m bench.slack [--n 20] [--rounds 5] [--database-url URL]
 
 Starts the real web app (`renewdesk web`, its own process) with the Slack endpoint, pointed at
-a local stand-in for Slack's Web API in this process, sends ``n`` signed `/desk` commands at once (``rounds`` times), and prints
-p50/p99 of the time from sending a command to its HTTP acknowledgement (Slack allows 3 s; our
-target is p99 <= 100 ms), and how long the answers took to reach the response_url.
+a local stand-in for Slack's Web API in this process, sends ``n`` signed `/desk` commands at once
+(``rounds`` times), and prints p50/p99 of the time from sending a command to its HTTP
+acknowledgement (Slack allows 3 s; our target is p99 <= 100 ms), and how long the answers took
+to reach the response_url.
 """
 from __future__ import annotations
 

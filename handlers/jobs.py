@@ -32,8 +32,8 @@ class Sweep:
 SWEEPS: list[Sweep] = []
 # Modules whose import registers their sweeps; they run in the order registered (the digest
 # last, so it reports what the others did).
-SWEEP_MODULES: tuple[str, ...] = ("handlers.renewals.reminders", "handlers.renewals.automation", "handlers.billing.dunning",
-                                  "handlers.billing.digest")
+SWEEP_MODULES: tuple[str, ...] = ("handlers.renewals.reminders", "handlers.renewals.automation",
+                                  "handlers.billing.dunning", "handlers.billing.digest")
 
 
 def register_sweep(sweep: Sweep) -> Sweep:

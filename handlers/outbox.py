@@ -229,8 +229,8 @@ def queue_many(tx: Any, intent: str, mails: Sequence[Mail], *, from_local: str =
     keys = [m.dedupe_key for m in mails if m.dedupe_key is not None]
     known: dict[str, int] = {}
     for i in range(0, len(keys), 500):
-        known.update((key, rid) for key, rid in tx.session.execute(select(OutboundMail.dedupe_key, OutboundMail.id)
-                                                                   .where(OutboundMail.dedupe_key.in_(keys[i:i + 500]))))
+        chunk = select(OutboundMail.dedupe_key, OutboundMail.id).where(OutboundMail.dedupe_key.in_(keys[i:i + 500]))
+        known.update((key, rid) for key, rid in tx.session.execute(chunk))
     render = email_renderer(tx.settings, intent)
     rows = [_row(tx, intent, m, from_local, render) for m in mails if m.dedupe_key is None or m.dedupe_key not in known]
     made = insert_rows(tx.session.connection(), rows)

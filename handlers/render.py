@@ -94,8 +94,8 @@ def _email_templates(env: jinja2.Environment, intent: str) -> tuple[jinja2.Templ
     if _operators(text) and not _operators(html):
         # the operator rewrote the text but not the HTML, which most mail readers show: the HTML
         # part is the operator's text, escaped, so the mail says what the operator wrote
-        html = env.from_string(f'{{% extends "email/_layout.html.j2" %}}{{% block body %}}<p>{{{{ _text | nl2br }}}}</p>'
-                               f'{{% endblock %}}')
+        html = env.from_string('{% extends "email/_layout.html.j2" %}{% block body %}<p>{{ _text | nl2br }}</p>'
+                               '{% endblock %}')
         html = _TextAsHtml(text, html)
     templates = (subject, text, html)
     _found[key] = (now, templates)

@@ -48,7 +48,8 @@ def build(tx: "Tx") -> dict[str, Any]:
     held = list(s.scalars(select(Hold).where(Hold.lifted_at.is_(None), Hold.started_at <= tx.now,
                                              or_(Hold.until.is_(None), Hold.until > tx.now)).order_by(Hold.id)))
     by_hand = list(s.scalars(select(Notice).where(
-        Notice.created_at > since, Notice.outcome.in_(("paper_invoicing", "skipped_paper", "notices_off", "no_recipient")))
+        Notice.created_at > since,
+        Notice.outcome.in_(("paper_invoicing", "skipped_paper", "notices_off", "no_recipient")))
         .order_by(Notice.id)))
     held_answers = s.execute(select(AutoAnswer.recipient, func.count(), func.max(AutoAnswer.ticket_id)).where(
         AutoAnswer.sent.is_(False), AutoAnswer.at > since).group_by(AutoAnswer.recipient)

@@ -109,7 +109,8 @@ def suspend(tx: "Tx", acc: Account, *, reason: SuspensionReason, text: str = "",
     if reason == SuspensionReason.credit_limit:
         from handlers.billing.ledger import credit_state
         state = credit_state(tx, acc)
-        context["credit"] = {"position": fmt(state.position, acc.currency), "limit": fmt(state.limit or 0, acc.currency),
+        context["credit"] = {"position": fmt(state.position, acc.currency),
+                             "limit": fmt(state.limit or 0, acc.currency),
                              "to_pay": fmt(max(0, -(state.headroom or 0)), acc.currency)}
     if told_today:
         return sus  # one suspension email and one Slack card per account and day
