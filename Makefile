@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install bench peer fuzz settings-table clean
+.PHONY: run test lint install bench peer fuzz settings-table clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/renewdesk run --demo
 
-## Run every test, on SQLite and on a PostgreSQL the tests start themselves.
-test: $(STAMP)
+## Lint (ruff) and types (mypy, on the modules held to it so far), as configured in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## Lint and types first, then every test, on SQLite and on a PostgreSQL the tests start themselves.
+test: lint
 	$(BIN)/python -m pytest
 
 ## Run every benchmark and write the figures into docs/benchmarks.md (BENCH_ARGS=--quick: a short check run).

@@ -183,7 +183,8 @@ def _invoice(rows: _Rows, iid: int, account: int, issued: dt.date, due_on: dt.da
              paid: bool = False) -> int:
     rows.add(Invoice, id=iid, account_id=account, number=f"H-{iid}", currency="EUR", issued_on=issued,
              due_on=due_on, total_minor=total, paid_minor=total if paid else 0,
-             status=InvoiceStatus.paid if paid else InvoiceStatus.issued, origin="invoice", created_at=_midnight(issued))
+             status=InvoiceStatus.paid if paid else InvoiceStatus.issued, origin="invoice",
+             created_at=_midnight(issued))
     rows.add(LedgerEntry, account_id=account, at=_midnight(issued), kind=LedgerKind.charge, amount_minor=-total,
              currency="EUR", text=f"Invoice H-{iid}", source="invoice", invoice_id=iid, actor="bench")
     if paid:
@@ -219,7 +220,8 @@ def _due_item(rows: _Rows, kind: str, a: int, sid: int, inv_ids: Any, sus_ids: A
         due_on = _days(5) if a % 3 else _days(-1)
         iid = _invoice(rows, next(inv_ids), a, due_on - dt.timedelta(days=14), due_on, 2_400)
         if due_on < TODAY:
-            _notice(rows, next(notice_ids), "invoice_reminder", "invoice", iid, "-5d", due_on, a, due_on - dt.timedelta(5))
+            _notice(rows, next(notice_ids), "invoice_reminder", "invoice", iid, "-5d", due_on, a,
+                    due_on - dt.timedelta(5))
     elif kind == "suspend":
         due_on = _days(-3)
         iid = _invoice(rows, next(inv_ids), a, due_on - dt.timedelta(days=14), due_on, 2_400)
