@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from handlers.clock import local_date
 from handlers.errors import NotFound
@@ -30,17 +31,49 @@ def day_start(tx: "Tx", day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), tx.settings.tz).astimezone(dt.timezone.utc)
 
 
+_LOCKED = "billing.locked_accounts"  # session.info: (the transaction, the account ids it locked)
+
+
+def _locked(tx: "Tx") -> set[int]:
+    """The accounts this transaction has locked (a lock taken in a savepoint is not counted: its rollback
+    may release it)."""
+    root = tx.session.get_transaction()
+    mark = tx.session.info.get(_LOCKED)
+    if mark is None or mark[0] is not root:
+        mark = tx.session.info[_LOCKED] = (root, set())
+    return mark[1]
+
+
 def lock_account(tx: "Tx", account_id: int) -> Account:
     """The account row, locked until the transaction ends: money operations on one account queue up.
 
     On PostgreSQL this is ``SELECT ... FOR UPDATE``; on SQLite every writer already holds the
-    database's write lock (BEGIN IMMEDIATE).
+    database's write lock (BEGIN IMMEDIATE). An account this transaction locked already is not
+    read again: nobody else can have changed it since.
     """
+    locked = _locked(tx)
+    if account_id in locked:
+        acc = tx.session.get(Account, account_id)
+        if acc is not None:
+            return acc
     acc = tx.session.scalar(select(Account).where(Account.id == account_id).with_for_update()
                             .execution_options(populate_existing=True))
     if acc is None:
         raise NotFound(f"no account #{account_id}")
+    if not tx.session.in_nested_transaction():
+        locked.add(account_id)
     return acc
+
+
+def lock_accounts(tx: "Tx", account_ids: Sequence[int], *, lock: bool = True) -> list[Account]:
+    """:func:`lock_account` for many accounts in one statement (ids ascending), their contacts loaded with
+    them; ``lock=False`` only loads them (a dry run). Missing ones are left out."""
+    q = select(Account).where(Account.id.in_(sorted(account_ids))).order_by(Account.id) \
+        .options(selectinload(Account.contacts)).execution_options(populate_existing=True)
+    accounts = list(tx.session.scalars(q.with_for_update(of=Account) if lock else q))
+    if lock and not tx.session.in_nested_transaction():
+        _locked(tx).update(a.id for a in accounts)
+    return accounts
 
 
 def money(minor: int, currency: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from sqlalchemy import select
 
 from handlers.billing import candidates
-from handlers.billing.common import SCHEDULER, day_start, lock_account, today
+from handlers.billing.common import SCHEDULER, day_start, lock_account, lock_accounts, today
 from handlers.billing.rules import RULES, Action, Key
 from handlers.jobs import Sweep, SweepFailed, register_sweep
 from handlers.models import Account, AccountStatus, Service
@@ -62,6 +62,7 @@ def sweep_accounts(tx: "Tx", account_ids: Sequence[int], rules: Sequence[str], a
     """:func:`sweep_account` for each of ``account_ids`` in this one transaction (the candidate queries give
     the ids ascending, so the account locks are taken in one order)."""
     lines: list[str] = []
+    loaded = lock_accounts(tx, account_ids, lock=not dry_run)  # noqa: F841 (kept: the identity map holds them weakly)
     for account_id in account_ids:
         lines += sweep_account(tx, account_id, rules, at, dry_run)
     return lines
