@@ -12,7 +12,7 @@ from handlers.clock import local_date
 from handlers.errors import NotFound
 from handlers.models import Account, Contact, Hold, Invoice, InvoiceStatus, Invoicing, Notice
 from handlers.money import decimal_str, fmt
-from handlers.outbox import Recipient, queue_email
+from handlers.outbox import Recipient, queue_soon
 
 if TYPE_CHECKING:
     from handlers.services import Tx
@@ -160,8 +160,8 @@ def send(tx: "Tx", acc: Account, intent: str, context: dict[str, Any], dedupe_ke
     reason = why_no_email(acc, dunning=dunning)
     if reason is not None:
         return reason
-    queue_email(tx, intent, {**account_context(tx, acc), **context}, to=billing_recipients(acc),
-                dedupe_key=dedupe_key, account_id=acc.id, from_local="billing")
+    queue_soon(tx, intent, {**account_context(tx, acc), **context}, to=billing_recipients(acc),
+               dedupe_key=dedupe_key, account_id=acc.id, from_local="billing")
     return "sent"
 
 

@@ -21,6 +21,7 @@ from handlers.billing.rules import RULES, Action, Key
 from handlers.jobs import Sweep, SweepFailed, register_sweep
 from handlers.models import Account, AccountStatus, Service
 from handlers.money import fmt
+from handlers.outbox import gathering
 
 if TYPE_CHECKING:
     from handlers.services import Services, Tx
@@ -63,8 +64,9 @@ def sweep_accounts(tx: "Tx", account_ids: Sequence[int], rules: Sequence[str], a
     the ids ascending, so the account locks are taken in one order)."""
     lines: list[str] = []
     loaded = lock_accounts(tx, account_ids, lock=not dry_run)  # noqa: F841 (kept: the identity map holds them weakly)
-    for account_id in account_ids:
-        lines += sweep_account(tx, account_id, rules, at, dry_run)
+    with gathering(tx):  # the batch's mail is written at its end, a few statements in all
+        for account_id in account_ids:
+            lines += sweep_account(tx, account_id, rules, at, dry_run)
     return lines
 
 
@@ -91,7 +93,7 @@ def run_rules(services: "Services", rules: Sequence[str], at: dt.datetime, dry_r
                 log.warning("a billing sweep batch of %d account(s) failed; retrying them one by one", len(batch))
         for account_id in batch:
             try:
-                lines += services.run(sweep_account, account_id, rules, at, dry_run, actor=SCHEDULER,
+                lines += services.run(sweep_accounts, [account_id], rules, at, dry_run, actor=SCHEDULER,
                                       readonly=dry_run)
             except Exception as exc:  # one account's trouble must not stop the others; the next run retries it
                 log.exception("billing sweep failed for account %s", account_id)
