@@ -35,12 +35,16 @@ def _account_ids(tx: "Tx", rules: Sequence[str], at: dt.datetime, dry_run: bool)
     return candidates.accounts_for(tx, rules, credit=not dry_run)
 
 
-def sweep_account(tx: "Tx", account_id: int, rules: Sequence[str], at: dt.datetime, dry_run: bool) -> list[str]:
-    """Plan (and unless ``dry_run`` apply) the rules for one account as of ``at``; lines say what."""
+def sweep_account(tx: "Tx", account_id: int, rules: Sequence[str], at: dt.datetime, dry_run: bool, *,
+                  credit: bool = True) -> list[str]:
+    """Plan (and unless ``dry_run`` apply) the rules for one account as of ``at``; lines say what.
+
+    ``credit=False``: the caller knows, under the account's lock, that its credit pays nothing now.
+    """
     tx.now = at  # the sweep runs "as of" its moment: notices, suspensions and audit rows carry it
     acc = tx.session.get(Account, account_id) if dry_run else lock_account(tx, account_id)
     lines = []
-    if not dry_run:  # credit pays first, so nothing below reminds, dunns or suspends for what it covers
+    if not dry_run and credit:  # credit pays first, so nothing below reminds, dunns or suspends for what it covers
         from handlers.billing.credit import apply_credit
         lines += [f"{acc.name}: credit paid {fmt(part, acc.currency)} of {inv.number}"
                   for inv, part in apply_credit(tx, acc, why="sweep")]
@@ -64,9 +68,12 @@ def sweep_accounts(tx: "Tx", account_ids: Sequence[int], rules: Sequence[str], a
     the ids ascending, so the account locks are taken in one order)."""
     lines: list[str] = []
     loaded = lock_accounts(tx, account_ids, lock=not dry_run)  # noqa: F841 (kept: the identity map holds them weakly)
+    # whose credit pays something, for the whole batch at once: under the locks, and one account's
+    # actions never touch another's ledger, so it holds until each account's turn
+    credit = set() if dry_run else candidates.credit_among(tx, account_ids)
     with gathering(tx):  # the batch's mail is written at its end, a few statements in all
         for account_id in account_ids:
-            lines += sweep_account(tx, account_id, rules, at, dry_run)
+            lines += sweep_account(tx, account_id, rules, at, dry_run, credit=account_id in credit)
     return lines
 
 
