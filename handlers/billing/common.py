@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from sqlalchemy import or_, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import make_transient_to_detached, selectinload
 
 from handlers.clock import local_date
+from handlers.db import insert_of
 from handlers.errors import NotFound
 from handlers.models import Account, Contact, Hold, Invoice, InvoiceStatus, Invoicing, Notice
 from handlers.money import decimal_str, fmt
@@ -131,21 +132,28 @@ def account_context(tx: "Tx", acc: Account) -> dict[str, Any]:
 def claim_notice(tx: "Tx", *, kind: str, subject_type: str, subject_id: int, occasion: str,
                  occasion_date: dt.date, account_id: int, outcome: str = "sent",
                  detail: str | None = None) -> Notice | None:
-    """Insert the notice row: the claim. None when it exists already (sent before, or by another worker)."""
-    found = tx.session.scalar(select(Notice).where(
-        Notice.kind == kind, Notice.subject_type == subject_type, Notice.subject_id == subject_id,
-        Notice.occasion == occasion, Notice.occasion_date == occasion_date))
-    if found is not None:
-        return None
-    row = Notice(kind=kind, subject_type=subject_type, subject_id=subject_id, occasion=occasion,
-                 occasion_date=occasion_date, account_id=account_id, created_at=tx.now, outcome=outcome,
-                 detail=detail)
-    try:
-        with tx.session.begin_nested():
-            tx.session.add(row)
-    except IntegrityError:
-        return None  # a second scheduler claimed it between our look and our insert
+    """Insert the notice row: the claim. None when it exists already (sent before, or by another worker).
+
+    One ``INSERT ... ON CONFLICT DO NOTHING`` on the notices' unique key; the row returned is in the
+    session as if loaded (a caller may still change it, e.g. its ``detail``).
+    """
+    values = {"kind": kind, "subject_type": subject_type, "subject_id": subject_id, "occasion": occasion,
+              "occasion_date": occasion_date, "account_id": account_id, "created_at": tx.now, "outcome": outcome,
+              "detail": detail}
+    new_id = tx.session.execute(_claim_statement(tx.session.get_bind().dialect.name), values).scalar()
+    if new_id is None:
+        return None  # claimed before, or by a second scheduler meanwhile
+    row = Notice(id=new_id, **values)
+    make_transient_to_detached(row)
+    tx.session.add(row)
     return row
+
+
+@functools.lru_cache(maxsize=4)
+def _claim_statement(dialect: str) -> Any:
+    table = Notice.__table__
+    return insert_of(dialect)(table).on_conflict_do_nothing(
+        index_elements=["kind", "subject_type", "subject_id", "occasion", "occasion_date"]).returning(table.c.id)
 
 
 def notified(tx: "Tx", kind: str, subject_type: str, subject_id: int) -> set[tuple[str, dt.date]]:
