@@ -7,6 +7,7 @@ second attempt to queue the same key finds the first row instead of adding anoth
 from __future__ import annotations
 
 import binascii
+import contextlib
 import datetime as dt
 import email.header
 import email.utils
@@ -14,7 +15,7 @@ import functools
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from sqlalchemy import insert, select
 
@@ -179,6 +180,58 @@ def queue_email(tx: Any, intent: str, context: dict[str, Any], *, to: Sequence[R
     tx.audit("email.queue", subject=row, account_id=account_id, intent=intent, to=row.recipients)
     tx.after_commit(tx.services.outbox_wakeup.set)
     return row
+
+
+_GATHERED = "outbox.gathered"  # session.info: the rows queue_soon holds for the end of gathering()
+
+
+@contextlib.contextmanager
+def gathering(tx: Any) -> Iterator[None]:
+    """Mail queued with :func:`queue_soon` in this block is written when it ends, set-wise
+    (:func:`insert_rows`, as :func:`queue_many` does); nothing is written if the block raises.
+
+    For the billing sweeps, which queue a mail or two per account for a batch of accounts.
+    """
+    pending: list[dict[str, Any]] = []
+    tx.session.info[_GATHERED] = pending
+    try:
+        yield
+    finally:
+        del tx.session.info[_GATHERED]
+    _write_gathered(tx, pending)
+
+
+def queue_soon(tx: Any, intent: str, context: dict[str, Any], *, to: Sequence[Recipient | str],
+               dedupe_key: str | None = None, account_id: int | None = None, reply_to: str | None = None,
+               from_local: str = "support") -> None:
+    """:func:`queue_email`, the row written at the end of the open :func:`gathering` (at once without one).
+
+    The mail is rendered and built now, so a broken template fails here as it would there; the
+    ``dedupe_key`` still makes it exactly-once (a key already queued is skipped when written).
+    """
+    pending = tx.session.info.get(_GATHERED)
+    if pending is None:
+        queue_email(tx, intent, context, to=to, dedupe_key=dedupe_key, account_id=account_id, reply_to=reply_to,
+                    from_local=from_local)
+        return
+    if not to:
+        raise InvalidInput("an email needs at least one recipient")
+    mail = Mail(context, to, dedupe_key=dedupe_key, account_id=account_id, reply_to=reply_to)
+    pending.append(_row(tx, intent, mail, from_local, email_renderer(tx.settings, intent)))
+
+
+def _write_gathered(tx: Any, rows: list[dict[str, Any]]) -> None:
+    keys = [r["dedupe_key"] for r in rows if r["dedupe_key"] is not None]
+    known: set[str] = set()
+    for i in range(0, len(keys), 500):
+        known.update(tx.session.scalars(select(OutboundMail.dedupe_key)
+                                        .where(OutboundMail.dedupe_key.in_(keys[i:i + 500]))))
+    rows = [r for r in rows if r["dedupe_key"] is None or r["dedupe_key"] not in known]
+    made = insert_rows(tx.session.connection(), rows)  # a key queued meanwhile (or twice here): kept once
+    written = [r for r in rows if r["message_id"] in made]
+    if written:
+        tx.session.execute(insert(AuditEvent.__table__), queued_audits(tx, written, made))
+        tx.after_commit(tx.services.outbox_wakeup.set)
 
 
 @dataclass(frozen=True)

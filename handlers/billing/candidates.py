@@ -73,6 +73,18 @@ def credit_to_apply(tx: Tx) -> set[int]:
     return {a for a in ids if balances.get(a, 0) + open_due.get(a, 0) > 0}
 
 
+def credit_among(tx: Tx, account_ids: Sequence[int]) -> set[int]:
+    """Those of ``account_ids`` whose credit would pay some of their open invoices (as :func:`credit_to_apply`)."""
+    ids: set[int] = set()
+    for part in chunks(sorted(set(account_ids))):
+        ids.update(tx.session.scalars(select(Invoice.account_id).distinct().where(
+            Invoice.account_id.in_(part), Invoice.status.in_(OPEN_STATUSES))))
+    balances = _sums(tx, LedgerEntry.amount_minor, LedgerEntry.account_id, sorted(ids))
+    open_due = _sums(tx, Invoice.total_minor - Invoice.paid_minor, Invoice.account_id, sorted(ids),
+                     Invoice.status.in_(OPEN_STATUSES))
+    return {a for a in ids if balances.get(a, 0) + open_due.get(a, 0) > 0}
+
+
 # -- one query per rule ---------------------------------------------------------------------------
 
 def recurring_invoices(tx: Tx) -> set[int]:

@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any, Iterable
+import functools
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from sqlalchemy import or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import make_transient_to_detached, selectinload
 
 from handlers.clock import local_date
+from handlers.db import insert_of
 from handlers.errors import NotFound
 from handlers.models import Account, Contact, Hold, Invoice, InvoiceStatus, Invoicing, Notice
 from handlers.money import decimal_str, fmt
-from handlers.outbox import Recipient, queue_email
+from handlers.outbox import Recipient, queue_soon
 
 if TYPE_CHECKING:
     from handlers.services import Tx
@@ -30,17 +32,49 @@ def day_start(tx: "Tx", day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), tx.settings.tz).astimezone(dt.timezone.utc)
 
 
+_LOCKED = "billing.locked_accounts"  # session.info: (the transaction, the account ids it locked)
+
+
+def _locked(tx: "Tx") -> set[int]:
+    """The accounts this transaction has locked (a lock taken in a savepoint is not counted: its rollback
+    may release it)."""
+    root = tx.session.get_transaction()
+    mark = tx.session.info.get(_LOCKED)
+    if mark is None or mark[0] is not root:
+        mark = tx.session.info[_LOCKED] = (root, set())
+    return mark[1]
+
+
 def lock_account(tx: "Tx", account_id: int) -> Account:
     """The account row, locked until the transaction ends: money operations on one account queue up.
 
     On PostgreSQL this is ``SELECT ... FOR UPDATE``; on SQLite every writer already holds the
-    database's write lock (BEGIN IMMEDIATE).
+    database's write lock (BEGIN IMMEDIATE). An account this transaction locked already is not
+    read again: nobody else can have changed it since.
     """
+    locked = _locked(tx)
+    if account_id in locked:
+        acc = tx.session.get(Account, account_id)
+        if acc is not None:
+            return acc
     acc = tx.session.scalar(select(Account).where(Account.id == account_id).with_for_update()
                             .execution_options(populate_existing=True))
     if acc is None:
         raise NotFound(f"no account #{account_id}")
+    if not tx.session.in_nested_transaction():
+        locked.add(account_id)
     return acc
+
+
+def lock_accounts(tx: "Tx", account_ids: Sequence[int], *, lock: bool = True) -> list[Account]:
+    """:func:`lock_account` for many accounts in one statement (ids ascending), their contacts loaded with
+    them; ``lock=False`` only loads them (a dry run). Missing ones are left out."""
+    q = select(Account).where(Account.id.in_(sorted(account_ids))).order_by(Account.id) \
+        .options(selectinload(Account.contacts)).execution_options(populate_existing=True)
+    accounts = list(tx.session.scalars(q.with_for_update(of=Account) if lock else q))
+    if lock and not tx.session.in_nested_transaction():
+        _locked(tx).update(a.id for a in accounts)
+    return accounts
 
 
 def money(minor: int, currency: str) -> dict[str, str]:
@@ -98,21 +132,28 @@ def account_context(tx: "Tx", acc: Account) -> dict[str, Any]:
 def claim_notice(tx: "Tx", *, kind: str, subject_type: str, subject_id: int, occasion: str,
                  occasion_date: dt.date, account_id: int, outcome: str = "sent",
                  detail: str | None = None) -> Notice | None:
-    """Insert the notice row: the claim. None when it exists already (sent before, or by another worker)."""
-    found = tx.session.scalar(select(Notice).where(
-        Notice.kind == kind, Notice.subject_type == subject_type, Notice.subject_id == subject_id,
-        Notice.occasion == occasion, Notice.occasion_date == occasion_date))
-    if found is not None:
-        return None
-    row = Notice(kind=kind, subject_type=subject_type, subject_id=subject_id, occasion=occasion,
-                 occasion_date=occasion_date, account_id=account_id, created_at=tx.now, outcome=outcome,
-                 detail=detail)
-    try:
-        with tx.session.begin_nested():
-            tx.session.add(row)
-    except IntegrityError:
-        return None  # a second scheduler claimed it between our look and our insert
+    """Insert the notice row: the claim. None when it exists already (sent before, or by another worker).
+
+    One ``INSERT ... ON CONFLICT DO NOTHING`` on the notices' unique key; the row returned is in the
+    session as if loaded (a caller may still change it, e.g. its ``detail``).
+    """
+    values = {"kind": kind, "subject_type": subject_type, "subject_id": subject_id, "occasion": occasion,
+              "occasion_date": occasion_date, "account_id": account_id, "created_at": tx.now, "outcome": outcome,
+              "detail": detail}
+    new_id = tx.session.execute(_claim_statement(tx.session.get_bind().dialect.name), values).scalar()
+    if new_id is None:
+        return None  # claimed before, or by a second scheduler meanwhile
+    row = Notice(id=new_id, **values)
+    make_transient_to_detached(row)
+    tx.session.add(row)
     return row
+
+
+@functools.lru_cache(maxsize=4)
+def _claim_statement(dialect: str) -> Any:
+    table = Notice.__table__
+    return insert_of(dialect)(table).on_conflict_do_nothing(
+        index_elements=["kind", "subject_type", "subject_id", "occasion", "occasion_date"]).returning(table.c.id)
 
 
 def notified(tx: "Tx", kind: str, subject_type: str, subject_id: int) -> set[tuple[str, dt.date]]:
@@ -127,8 +168,8 @@ def send(tx: "Tx", acc: Account, intent: str, context: dict[str, Any], dedupe_ke
     reason = why_no_email(acc, dunning=dunning)
     if reason is not None:
         return reason
-    queue_email(tx, intent, {**account_context(tx, acc), **context}, to=billing_recipients(acc),
-                dedupe_key=dedupe_key, account_id=acc.id, from_local="billing")
+    queue_soon(tx, intent, {**account_context(tx, acc), **context}, to=billing_recipients(acc),
+               dedupe_key=dedupe_key, account_id=acc.id, from_local="billing")
     return "sent"
 
 

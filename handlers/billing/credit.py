@@ -28,9 +28,19 @@ def available(tx: "Tx", account_id: int) -> int:
 
 
 def covered(tx: "Tx", account_id: int, invoices: list[Invoice] | None = None) -> dict[int, int]:
-    """Invoice id → the part of what is due on it that the account's credit pays, oldest first."""
-    credit, out = available(tx, account_id), {}
-    for inv in invoices if invoices is not None else open_invoices(tx, account_id):
+    """Invoice id → the part of what is due on it that the account's credit pays, oldest first.
+
+    ``invoices``: the account's open invoices as :func:`open_invoices` just loaded them (fresh, so what
+    is left on them is what the database sums); without open invoices no credit is looked up.
+    """
+    from handlers.billing.ledger import balance
+    if invoices is None:
+        invoices = open_invoices(tx, account_id)
+    if not invoices:
+        return {}
+    # ledger.credit, with the open invoices' sum taken from the rows at hand
+    credit, out = max(0, balance(tx, account_id) + sum(inv.due_minor for inv in invoices)), {}
+    for inv in invoices:
         part = min(credit, inv.due_minor)
         if part <= 0:
             break

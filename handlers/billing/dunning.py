@@ -1,8 +1,9 @@
 """The billing sweeps: recurring invoices, invoice notices, suspension of flagged late payers, removal, month-end plan
 charges, credit limits.
 
-Each sweep walks the accounts one transaction per account (the account row locked), so a
-crash mid-sweep keeps what was done and a re-run does the rest; the notice and suspension
+Each sweep walks the accounts in batches, one transaction per batch (each account's row locked
+as it is reached), so a crash mid-sweep keeps the batches done and a re-run does the rest; a
+batch that fails is done again one account per transaction, so one account stops no other; the notice and suspension
 keys make a second scheduler's work a no-op. ``dry_run`` plans in a read-only transaction
 and changes nothing. The forecast plans the coming days the same way.
 """
@@ -15,11 +16,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 from sqlalchemy import select
 
 from handlers.billing import candidates
-from handlers.billing.common import SCHEDULER, day_start, lock_account, today
+from handlers.billing.common import SCHEDULER, day_start, lock_account, lock_accounts, today
 from handlers.billing.rules import RULES, Action, Key
+from handlers.errors import TemporaryFailure
 from handlers.jobs import Sweep, SweepFailed, log_failure, register_sweep
 from handlers.models import Account, AccountStatus, Service
 from handlers.money import fmt
+from handlers.outbox import gathering
 
 if TYPE_CHECKING:
     from handlers.services import Services, Tx
@@ -33,12 +36,16 @@ def _account_ids(tx: "Tx", rules: Sequence[str], at: dt.datetime, dry_run: bool)
     return candidates.accounts_for(tx, rules, credit=not dry_run)
 
 
-def sweep_account(tx: "Tx", account_id: int, rules: Sequence[str], at: dt.datetime, dry_run: bool) -> list[str]:
-    """Plan (and unless ``dry_run`` apply) the rules for one account as of ``at``; lines say what."""
+def sweep_account(tx: "Tx", account_id: int, rules: Sequence[str], at: dt.datetime, dry_run: bool, *,
+                  credit: bool = True) -> list[str]:
+    """Plan (and unless ``dry_run`` apply) the rules for one account as of ``at``; lines say what.
+
+    ``credit=False``: the caller knows, under the account's lock, that its credit pays nothing now.
+    """
     tx.now = at  # the sweep runs "as of" its moment: notices, suspensions and audit rows carry it
     acc = tx.session.get(Account, account_id) if dry_run else lock_account(tx, account_id)
     lines = []
-    if not dry_run:  # credit pays first, so nothing below reminds, dunns or suspends for what it covers
+    if not dry_run and credit:  # credit pays first, so nothing below reminds, dunns or suspends for what it covers
         from handlers.billing.credit import apply_credit
         lines += [f"{acc.name}: credit paid {fmt(part, acc.currency)} of {inv.number}"
                   for inv, part in apply_credit(tx, acc, why="sweep")]
@@ -53,20 +60,55 @@ def sweep_account(tx: "Tx", account_id: int, rules: Sequence[str], at: dt.dateti
     return lines
 
 
+ACCOUNTS_PER_BATCH = 100  # accounts per transaction: a crash loses at most one batch's work, never doubles it
+
+
+def sweep_accounts(tx: "Tx", account_ids: Sequence[int], rules: Sequence[str], at: dt.datetime,
+                   dry_run: bool) -> list[str]:
+    """:func:`sweep_account` for each of ``account_ids`` in this one transaction (the candidate queries give
+    the ids ascending, so the account locks are taken in one order)."""
+    lines: list[str] = []
+    loaded = lock_accounts(tx, account_ids, lock=not dry_run)  # noqa: F841 (kept: the identity map holds them weakly)
+    # whose credit pays something, for the whole batch at once: under the locks, and one account's
+    # actions never touch another's ledger, so it holds until each account's turn
+    credit = set() if dry_run else candidates.credit_among(tx, account_ids)
+    with gathering(tx):  # the batch's mail is written at its end, a few statements in all
+        for account_id in account_ids:
+            lines += sweep_account(tx, account_id, rules, at, dry_run, credit=account_id in credit)
+    return lines
+
+
 def run_rules(services: "Services", rules: Sequence[str], at: dt.datetime, dry_run: bool,
               account_ids: Sequence[int] | None = None) -> list[str]:
-    """Run ``rules`` over the open accounts that may have something to do (or the given ones); one transaction
-    per account. Which accounts: :mod:`handlers.billing.candidates`, so the cost follows what is due."""
+    """Run ``rules`` over the open accounts that may have something to do (or the given ones). Which
+    accounts: :mod:`handlers.billing.candidates`, so the cost follows what is due.
+
+    One transaction per batch of accounts; a batch that fails is rolled back as a whole and done
+    again one account per transaction, so one account's trouble stops no other.
+    """
     ids = list(account_ids) if account_ids is not None else \
         services.run(_account_ids, rules, at, dry_run, readonly=True)
     lines: list[str] = []
     failures: list[str] = []
-    for account_id in ids:
-        try:
-            lines += services.run(sweep_account, account_id, rules, at, dry_run, actor=SCHEDULER, readonly=dry_run)
-        except Exception as exc:  # one account's trouble must not stop the others; the next run retries it
-            log_failure(log, exc, "billing sweep failed for account %s", account_id)
-            failures.append(f"account {_account_name(services, account_id)} failed: {exc.__class__.__name__}: {exc}")
+    for i in range(0, len(ids), ACCOUNTS_PER_BATCH):
+        batch = ids[i:i + ACCOUNTS_PER_BATCH]
+        if len(batch) > 1:
+            try:
+                lines += services.run(sweep_accounts, batch, rules, at, dry_run, actor=SCHEDULER,
+                                      readonly=dry_run)
+                continue
+            except TemporaryFailure:
+                raise  # the database is away: no account is at fault, the whole sweep waits for the next run
+            except Exception:  # rolled back as a whole: find the account at fault by doing them one by one
+                log.warning("a billing sweep batch of %d account(s) failed; retrying them one by one", len(batch))
+        for account_id in batch:
+            try:
+                lines += services.run(sweep_accounts, [account_id], rules, at, dry_run, actor=SCHEDULER,
+                                      readonly=dry_run)
+            except Exception as exc:  # one account's trouble must not stop the others; the next run retries it
+                log_failure(log, exc, "billing sweep failed for account %s", account_id)
+                failures.append(f"account {_account_name(services, account_id)} failed: "
+                                f"{exc.__class__.__name__}: {exc}")
     if failures:
         raise SweepFailed(lines, failures)  # the others are done; the sweep as a whole says it failed
     return lines

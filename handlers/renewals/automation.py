@@ -39,7 +39,7 @@ from handlers.clock import local_date
 from handlers.jobs import Sweep, register_sweep
 from handlers.models import (Account, DecisionAction, Invoicing, Notice, RenewalDecision, Service, ServiceEvent,
                              ServiceStatus)
-from handlers.outbox import our_address, queue_email
+from handlers.outbox import our_address, queue_soon
 from handlers.renewals import confirm as confirm_ops
 from handlers.renewals import decisions as decision_ops
 from handlers.renewals.invoicing import context, invoice_of
@@ -274,9 +274,9 @@ def _email(tx: "Tx", acc: Account, intent: str, mine: list[tuple[Service, Notice
         return
     services = [{"name": s.name, "kind": s.kind, "expires_on": s.expires_on.isoformat()} for s, _ in mine]
     for r in renewal_recipients(acc, with_sales=False):
-        queue_email(tx, intent, {"recipient_name": r.name, "account_name": acc.name, "services": services,
-                                 "contact_address": our_address(tx.settings), **extra},
-                    to=[r], account_id=acc.id, dedupe_key=f"{intent}:{mine[0][1].id}:{r.email.lower()}")
+        queue_soon(tx, intent, {"recipient_name": r.name, "account_name": acc.name, "services": services,
+                                "contact_address": our_address(tx.settings), **extra},
+                   to=[r], account_id=acc.id, dedupe_key=f"{intent}:{mine[0][1].id}:{r.email.lower()}")
 
 
 def _renew(tx: "Tx", acc: Account, kind: str, occasion: str, items: Any) -> str | None:
