@@ -44,7 +44,8 @@ def build(tx: "Tx") -> dict[str, Any]:
     suspended_today = list(s.scalars(select(Suspension).where(Suspension.started_at >= start)
                                      .order_by(Suspension.id)))
     removed_today = list(s.scalars(select(Notice).where(Notice.kind == "removal", Notice.created_at >= start)))
-    tomorrow = [a for d in forecast(tx, 1, TOMORROW_RULES) for a in d["actions"]]
+    # suspensions and removals only: a credit warning the same forecast plans is not one
+    tomorrow = [a for d in forecast(tx, 1, TOMORROW_RULES) for a in d["actions"] if a["destructive"]]
     held = list(s.scalars(select(Hold).where(Hold.lifted_at.is_(None), Hold.started_at <= tx.now,
                                              or_(Hold.until.is_(None), Hold.until > tx.now)).order_by(Hold.id)))
     by_hand = list(s.scalars(select(Notice).where(

@@ -174,7 +174,7 @@ def forecast(tx: "Tx", days: int = 1, rules: Sequence[str] | None = None) -> lis
             assumed |= {a.key for a in planned if a.apply is not None}  # what a hold blocks is still to come
             out.append({"day": day.isoformat(), "at": tx.now.isoformat(), "actions": [
                 {"rule": a.rule, "account": {"id": a.account.id, "name": a.account.name}, "text": a.text,
-                 "blocked_by_hold": a.apply is None} for a in planned]})
+                 "blocked_by_hold": a.apply is None, "destructive": _destructive(a)} for a in planned]})
     finally:
         tx.now = real_now
     return out
@@ -231,6 +231,11 @@ def _renewal_reminders(tx: "Tx", accounts: list[Account], by_account: dict[int, 
         actions.append(Action("renewal_reminders", acc, ("renewal_reminders", acc.id, day), f"{acc.name}: renewal "
                               f"reminder for {listed}, {detail}", lambda tx: None))
     return actions
+
+
+def _destructive(action: Action) -> bool:
+    """A suspension or a removal (not a warning, a notice or an invoice)."""
+    return bool(action.key) and action.key[0] in ("suspension", "removal")
 
 
 def forecast_text(days: list[dict[str, Any]]) -> str:

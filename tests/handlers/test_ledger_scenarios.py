@@ -264,3 +264,19 @@ def test_mail_of_a_sweep_run_as_of_a_later_moment_is_due_at_once(services, clock
     due = services.run(lambda tx: [m.next_attempt_at for m in tx.session.scalars(select(OutboundMail))],
                        readonly=True)
     assert due and all(when <= at("2026-11-20") for when in due)
+
+
+def test_the_digest_lists_only_suspensions_and_removals_under_tomorrows_suspensions_and_removals(services, clock):
+    """A credit warning due tomorrow used to be listed under "Tomorrow's suspensions and removals"; an overdue
+    suspension due tomorrow is listed there, the warning is not."""
+    from handlers.billing import digest
+    _late(services)  # A-1 due 2026-11-01: suspended on the 4th (three days' grace)
+    load(services, account("meter", auto_suspend=False, credit_limit="10.00"))
+    clock.set(at("2026-11-03", 7))
+    execute(services, "charge add meter 9 usage", as_user=None)  # 1.00 left at 0.30 a day: warned tomorrow
+    clock.set(at("2026-11-03", 9))
+    built = services.run(digest.build, readonly=True)
+    tomorrow = next(sec for sec in built["sections"] if sec["title"] == "Tomorrow's suspensions and removals")
+    assert [item for item in tomorrow["items"] if "Acme" in item and "suspend" in item]
+    assert not [item for item in tomorrow["items"] if "credit warning" in item]
+    assert built["counts"]["tomorrow"] == len(tomorrow["items"])
