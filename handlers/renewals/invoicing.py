@@ -52,9 +52,13 @@ def pay_by(tx: Any, services: Sequence[Service]) -> dt.date:
 
 
 def raise_invoice(tx: Any, account: Account, decisions: Sequence[RenewalDecision],
-                  services: dict[int, Service]) -> Invoice | None:
+                  services: dict[int, Service], *, replacing: Sequence[Invoice] = ()) -> Invoice | None:
     """Issue the invoice for the renewals among ``decisions``; None when there is nothing to invoice,
-    invoicing is off, or this set was invoiced already."""
+    invoicing is off, or this set was invoiced already.
+
+    ``replacing``: the invoices just voided whose other renewals this one carries over. The claim
+    names them, so renewals carried from a voided invoice are invoiced again (their decision's first
+    claim is that voided invoice's)."""
     renewals = [d for d in decisions if d is not None and d.action == DecisionAction.renew and d.period_years]
     if not renewals or not tx.settings.invoice_renewals:
         return None
@@ -66,7 +70,8 @@ def raise_invoice(tx: Any, account: Account, decisions: Sequence[RenewalDecision
         tx.audit("renewal.invoice_skipped", account_id=account.id, services=others, reason="currency")
     if not billed:
         return None
-    notice = claim_notice(tx, kind=KIND, subject_type="decision", subject_id=renewals[0].id, occasion="renew",
+    occasion = f"renew>{min(inv.id for inv in replacing)}" if replacing else "renew"
+    notice = claim_notice(tx, kind=KIND, subject_type="decision", subject_id=renewals[0].id, occasion=occasion[:24],
                           occasion_date=today(tx), account_id=account.id, outcome="raised")
     if notice is None:
         return None
@@ -128,7 +133,7 @@ def settle(tx: Any, account: Account, changed: Sequence[tuple[RenewalDecision, R
         term.invoice_id = None
     wanted = [d for d, t in changed if t.completed_at is None] + \
         [tx.session.get(RenewalDecision, t.decision_id) for t in carried]
-    invoice = raise_invoice(tx, account, wanted, services)
+    invoice = raise_invoice(tx, account, wanted, services, replacing=voided)
     if invoice is not None:
         billed = {ln.service_id for ln in invoice.lines}
         for term in [*terms, *carried]:

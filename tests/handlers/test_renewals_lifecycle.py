@@ -275,3 +275,16 @@ def test_a_service_past_its_expiry_and_not_renewed_is_expired_until_renewed(serv
     svc = service(services, ids["late.test"])
     assert (svc.status.value, svc.expires_on) == ("active", add_months(gone, 12))
     assert services.run(lambda tx: tx.session.scalar(select(Invoice.status)), readonly=True) == InvoiceStatus.paid
+
+
+def test_declining_one_domain_of_a_shared_invoice_carries_the_other_onto_a_new_invoice(services, acme):
+    """a.test and b.test renewed on one invoice, then b.test declined on its own: the shared invoice is void
+    and a.test's renewal, which nobody changed, is invoiced again on its own (it used to be left with no
+    invoice at all, so it could never complete by payment)."""
+    submit(services, acme, {"a.test": 1, "b.test": 1})
+    assert [(status, total) for _, status, total in invoices(services)] == [("issued", 2400)]
+    submit(services, acme, {"b.test": "decline"})
+    assert [(status, total) for _, status, total in invoices(services)] == [("void", 2400), ("issued", 1200)]
+    number = open_invoices(services)[0][0]
+    services.run(payments.record, acme["account"], 1200, invoices=[number], actor="test")
+    assert service(services, acme["a.test"]).expires_on == add_months(EXPIRY, 12)
