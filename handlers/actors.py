@@ -21,6 +21,15 @@ def _person(name: str, email: str | None) -> str:
     return name or email or ""
 
 
+AUTH_METHODS = {"reply_token": "the signed link or address of our email", "page_link": "a renewal page link",
+                "activation_code": "an activation code", "staff": "staff's own login"}
+
+
+def auth_words(method: str) -> str:
+    """How a decider was recognised, in words (``reply_token`` -> "the signed link or address of our email")."""
+    return AUTH_METHODS.get(method, method.replace("_", " "))
+
+
 def actor_name(tx: Any, actor: str) -> str:
     """``contact:2`` -> ``Ann Owner <ann@acme.test>``; ``staff:U1`` -> the staff member's name; ``system:...`` ->
     ``renewdesk (automatically)``; anything unknown is returned as it is."""
@@ -35,6 +44,10 @@ def actor_name(tx: Any, actor: str) -> str:
         return "renewdesk (automatically)"
     if kind == "link":
         return "the client through a renewal link"
+    if kind == "account" and rest.isdigit():
+        from handlers.models import Account
+        account = tx.session.get(Account, int(rest))
+        return f"the client ({account.name})" if account is not None else "the client"
     if kind == "code":
         return "the client with an activation code"
     return FIXED.get(actor, actor)

@@ -115,6 +115,16 @@ def notify_failures(tx: Any, at: dt.datetime, failed: dict[str, str]) -> None:
                            meta={"card": "sweep_failed"})
 
 
+def explain(exc: BaseException) -> str:
+    """One line for a failure, naming the template file and line when a template is at fault."""
+    where = ""
+    filename = getattr(exc, "filename", None) or getattr(exc, "name", None)
+    if filename and exc.__class__.__module__.startswith("jinja2"):
+        line = getattr(exc, "lineno", None)
+        where = f" (in {filename}" + (f", line {line}" if line else "") + ")"
+    return f"{exc.__class__.__name__}: {exc}{where}"
+
+
 def log_failure(logger: logging.Logger, exc: BaseException, message: str, *args: Any) -> None:
     """Log a failure: one line when the database is away (the outage is logged where it is met, and
     is nobody's fault), the traceback otherwise."""
@@ -132,7 +142,7 @@ def _run_one(services: Any, sweep: Sweep, at: dt.datetime, dry_run: bool) -> tup
         return exc.lines, "; ".join(exc.failures)
     except Exception as exc:  # one sweep's trouble must not stop the others
         log_failure(log, exc, "sweep %s failed", sweep.name)
-        return [], f"{exc.__class__.__name__}: {exc}"
+        return [], explain(exc)
 
 
 def run_sweeps_report(services: Any, at: dt.datetime, *, dry_run: bool = False) -> SweepReport:
@@ -246,7 +256,7 @@ def run_job(services: Any, name: str, fn: Callable[[], Any]) -> Any:
         log.error("job %s failed: %s", name, exc)
         log.debug("%s", traceback.format_exc())
         _record(services, name, last_finished_at=services.clock.now(), last_outcome="error",
-                last_error=f"{exc.__class__.__name__}: {exc}"[:2000], runs=lambda r: (r.runs or 0) + 1)
+                last_error=explain(exc)[:2000], runs=lambda r: (r.runs or 0) + 1)
         return getattr(exc, "result", None)  # a job that did part of its work says what it did
     _record(services, name, last_finished_at=services.clock.now(), last_outcome="ok", last_error=None,
             runs=lambda r: (r.runs or 0) + 1)

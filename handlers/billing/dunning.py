@@ -19,7 +19,7 @@ from handlers.billing import candidates
 from handlers.billing.common import SCHEDULER, day_start, lock_account, lock_accounts, today
 from handlers.billing.rules import RULES, Action, Key
 from handlers.errors import TemporaryFailure
-from handlers.jobs import Sweep, SweepFailed, log_failure, register_sweep
+from handlers.jobs import Sweep, SweepFailed, explain, log_failure, register_sweep
 from handlers.models import Account, AccountStatus, Service
 from handlers.money import fmt
 from handlers.outbox import gathering
@@ -108,7 +108,7 @@ def run_rules(services: "Services", rules: Sequence[str], at: dt.datetime, dry_r
             except Exception as exc:  # one account's trouble must not stop the others; the next run retries it
                 log_failure(log, exc, "billing sweep failed for account %s", account_id)
                 failures.append(f"account {_account_name(services, account_id)} failed: "
-                                f"{exc.__class__.__name__}: {exc}")
+                                f"{explain(exc)}")
     if failures:
         raise SweepFailed(lines, failures)  # the others are done; the sweep as a whole says it failed
     return lines

@@ -269,16 +269,17 @@ def void(tx: "Tx", payment_id: int, reason: str) -> dict[str, Any]:
         raise InvalidInput("REASON: say why the payment is voided (it is kept in the ledger and the audit)")
     found = tx.session.get(Payment, payment_id)
     if found is None:
-        raise NotFound(f"no payment #{payment_id}", hint="payment list ACCOUNT shows an account's payments")
+        raise NotFound(f"no payment P-{payment_id}", hint="payment list ACCOUNT shows an account's payments")
     acc = lock_account(tx, found.account_id)
     row = tx.session.scalars(select(Payment).where(Payment.id == payment_id)
                              .execution_options(populate_existing=True)).one()
     if row.method == CREDIT:
-        raise Conflict(f"payment #{row.id} is credit applied from the account, not money in",
+        raise Conflict(f"P-{row.id} is credit applied from the account, not money in",
                        hint="void the payment that brought the credit")
     if row.voided_at is not None:
-        raise Conflict(f"payment #{row.id} was voided already on {row.voided_at.date()} by {row.voided_by}: "
-                       f"{row.void_reason}")
+        from handlers.actors import actor_name
+        raise Conflict(f"P-{row.id} was voided already on {row.voided_at.date()} by "
+                       f"{actor_name(tx, row.voided_by or '')}: {row.void_reason}")
     before, credit_before = unallocated(tx, acc.id), credit(tx, acc.id)
     reopened = _reverse_allocations(tx, row)
     row.voided_at, row.voided_by, row.void_reason = tx.now, tx.actor, reason
@@ -303,15 +304,18 @@ def void(tx: "Tx", payment_id: int, reason: str) -> dict[str, Any]:
 
 
 def void_text(result: dict[str, Any]) -> str:
+    """The reversal as staff read it: which invoices reopened, what credit did, what is due now."""
     pay = result["payment"]
-    out = [f"Payment #{pay['id']} of {pay['amount']['amount']} {pay['amount']['currency']}"
-           + (f" (ref {pay['ref']})" if pay["ref"] else "") + f" is reversed: {result['reason']}"]
-    out += [f"  invoice {r['number']}: {r['amount']['amount']} {r['amount']['currency']} is due again ({r['status']})"
+    out = [f"P-{pay['id']} of {formatted(pay['amount'])}" + (f" (ref {pay['ref']})" if pay["ref"] else "")
+           + f" is reversed: {result['reason']}"]
+    out += [f"  invoice {r['number']}: {formatted(r['amount'])} is due again ({r['status']})"
             for r in result["reopened"]]
-    out += [f"  credit on the account paid {r['amount']['amount']} {r['amount']['currency']} of {r['number']}"
+    if result["credit_before"] != result["credit_after"]:
+        out.append(f"  credit on the account: {formatted(result['credit_after'])} "
+                   f"(was {formatted(result['credit_before'])})")
+    out += [f"  credit on the account paid {formatted(r['amount'])} of {r['number']}"
             for r in result["credit_reapplied"]]
-    owed = result["owed_after_credit"]
-    out.append(f"Now due on open invoices: {owed['amount']} {owed['currency']}")
+    out.append(f"Now due on open invoices: {formatted(result['owed_after_credit'])}")
     return "\n".join(out)
 
 

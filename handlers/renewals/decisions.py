@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from sqlalchemy import select
 
-from handlers.actors import actor_name
+from handlers.actors import actor_name, auth_words
 from handlers.billing.common import lock_account
 from handlers.clock import local_date
 from handlers.models import (Account, DecisionAction, Invoice, RenewalDecision, RenewalRequest, RenewalTerm, Service,
@@ -200,8 +200,9 @@ def notify_sales(tx: Any, account: Account, decisions: Sequence[RenewalDecision]
     to = (account.sales_contact or tx.settings.sales_email or "").strip()
     if to:
         queue_email(tx, "renewal_sales", {"account_name": account.name, "account_ref": account.ref, "lines": lines,
-                                          "actor": actor_name(tx, auth.actor), "auth_method": auth.auth_method,
-                                          "channel": auth.channel, "recipient_name": "",
+                                          "actor": actor_name(tx, auth.actor),
+                                          "auth_method": auth_words(auth.auth_method), "channel": auth.channel,
+                                          "recipient_name": "",
                                           "invoice": invoice_context(invoice), "paid": paid},
                     to=[Recipient(to)], account_id=account.id, dedupe_key=key)
         return to

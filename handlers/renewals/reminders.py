@@ -24,7 +24,7 @@ from sqlalchemy.orm import selectinload
 
 from handlers.clock import local_date
 from handlers.db import dialect_insert
-from handlers.jobs import Sweep, SweepFailed, log_failure, register_sweep
+from handlers.jobs import Sweep, SweepFailed, explain, log_failure, register_sweep
 from handlers.models import (Account, DecisionAction, Invoicing, JobRun, Notice, RenewalDecision, Service,
                              ServiceStatus)
 from handlers.outbox import Mail, Recipient, queue_many
@@ -237,7 +237,7 @@ def _remind_part(services: Any, batch: dict[int, list[Due]], today: dt.date, fai
             lines += services.run(remind, {account_id: dues}, today, actor=ACTOR)
         except Exception as exc:
             log_failure(log, exc, "renewal reminders failed for account %s", account_id)
-            failures.append(f"account #{account_id} failed: {exc.__class__.__name__}: {exc}")
+            failures.append(f"account #{account_id} failed: {explain(exc)}")
     return lines
 
 

@@ -280,3 +280,12 @@ def test_the_digest_lists_only_suspensions_and_removals_under_tomorrows_suspensi
     assert [item for item in tomorrow["items"] if "Acme" in item and "suspend" in item]
     assert not [item for item in tomorrow["items"] if "credit warning" in item]
     assert built["counts"]["tomorrow"] == len(tomorrow["items"])
+
+
+def test_a_client_link_decider_and_every_way_of_deciding_read_as_words(services):
+    """The sales contact used to read "Decided by account:1, authenticated by reply_token"."""
+    from handlers.actors import actor_name, auth_words
+    acc = _late(services)
+    assert services.run(lambda tx: actor_name(tx, f"account:{acc}"), readonly=True) == "the client (Acme Ltd)"
+    assert [auth_words(m) for m in ("reply_token", "page_link", "activation_code", "staff")] == [
+        "the signed link or address of our email", "a renewal page link", "an activation code", "staff's own login"]

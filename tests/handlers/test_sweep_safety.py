@@ -80,6 +80,7 @@ def test_the_sweep_command_exits_non_zero_naming_the_failed_sweep_and_refuses_an
     assert out.returncode == 1, out.stderr.decode()
     err = out.stderr.decode()
     assert "the sweep failed: invoice_notices (account Late Ltd" in err and "TemplateSyntaxError" in err
+    assert "invoice_overdue.txt.j2, line" in err  # the operator's broken file is named on that line
     assert "overdue_suspensions: Late Ltd: suspend the account" in out.stdout.decode()
     assert state(services, "late")["status"] == "suspended"
     status = run("status", env=env)
@@ -296,6 +297,7 @@ def test_texts_name_people_never_contact_ids(services, clock):
     assert not [t for t in texts if "contact:" in t]
     sales = next(t for t in texts if "sales@reseller.test" in t)
     assert "Decided by Owner <owner@acme.test>" in sales
+    assert "reply_token" not in sales and "authenticated by the signed link or address of our email" in sales
 
 
 def test_a_failure_from_a_database_outage_is_one_line_and_any_other_keeps_its_traceback(caplog):
