@@ -18,7 +18,7 @@ from handlers.errors import InvalidInput
 from handlers.import_plan import (AccountPlan, ChargePlan, ContactPlan, ImportPlan, InvoicePlan, LinePlan, MessagePlan,
                                   ServicePlan, TicketPlan, charge_ledger_ref)
 from handlers.models import PERMISSIONS, SERVICE_KINDS, Invoicing, MessageKind, ServiceStatus, TicketStatus
-from handlers.money import check_currency, to_minor
+from handlers.money import check_currency, fmt, to_minor
 
 EMAIL_PREFS = ("renewals", "billing", "tickets")
 MAX_MINOR = 10 ** 15  # far beyond any real invoice, well inside a BIGINT
@@ -301,8 +301,8 @@ def _invoice(value: Any, path: str, currency: str, numbers: _Unique) -> InvoiceP
     if plan.total_minor < 0:
         raise InvalidInput("the lines add up to less than zero", path=o.at("lines"))
     if plan.paid_minor is not None and plan.paid_minor > plan.total_minor:
-        raise InvalidInput(f"more than the invoice total ({plan.paid_minor} > {plan.total_minor} minor units)",
-                           path=o.at("paid"))
+        raise InvalidInput(f"more than the invoice total ({fmt(plan.paid_minor, currency)} > "
+                           f"{fmt(plan.total_minor, currency)})", path=o.at("paid"))
     return plan
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from handlers.billing.plans import define_plan, record_usage, subscribe
 from handlers.errors import Conflict, InvalidInput, NotFound
 from handlers.import_format import validate
+from handlers.money import fmt
 from handlers.import_plan import AccountPlan, ChargePlan, ContactPlan, ImportPlan, InvoicePlan, ServicePlan, TicketPlan
 from handlers.models import (PERMISSIONS, Account, AccountStatus, Contact, Invoice, InvoiceLine, InvoiceStatus,
                              Invoicing, LedgerEntry, LedgerKind, Payment, PaymentAllocation, Service, ServiceEvent,
@@ -306,8 +307,14 @@ class _Applier:
         if ip.paid_minor is None or ip.paid_minor == inv.paid_minor:
             return False
         if ip.paid_minor < inv.paid_minor:
-            raise InvalidInput(f"{ip.paid_minor} minor units is less than the {inv.paid_minor} already paid "
-                               f"on invoice {ip.number}", path=f"{ip.path}.paid")
+            by_money = self.s.scalar(select(func.coalesce(func.sum(PaymentAllocation.amount_minor), 0))
+                                     .join(Payment).where(PaymentAllocation.invoice_id == inv.id,
+                                                          Payment.method != "credit", Payment.voided_at.is_(None)))
+            if ip.paid_minor >= by_money:
+                return False  # the account's credit paid the rest since the last import: nothing to record
+            raise InvalidInput(f"{fmt(ip.paid_minor, inv.currency)} is less than the "
+                               f"{fmt(inv.paid_minor, inv.currency)} already paid on invoice {ip.number}",
+                               path=f"{ip.path}.paid")
         amount = ip.paid_minor - inv.paid_minor
         n = 1 + self.s.scalar(select(func.count()).select_from(PaymentAllocation)
                               .where(PaymentAllocation.invoice_id == inv.id))
@@ -340,8 +347,9 @@ class _Applier:
             if entry.account_id != acc.id or entry.kind != LedgerKind.charge:
                 raise InvalidInput(f"ref {cp.ref} is already used by another ledger entry", path=f"{cp.path}.ref")
             if -entry.amount_minor != cp.amount_minor:
-                raise InvalidInput(f"charge {cp.ref} was imported as {-entry.amount_minor} minor units; a charge's "
-                                   "amount cannot change (add a new charge or a credit)", path=f"{cp.path}.amount")
+                raise InvalidInput(f"charge {cp.ref} was imported as {fmt(-entry.amount_minor, entry.currency)}; "
+                                   "a charge's amount cannot change (add a new charge or a credit)",
+                                   path=f"{cp.path}.amount")
             changed = _assign(entry, at=self.start_of(cp.on), text=cp.text)
             self.result.add("charges", "updated" if changed else "unchanged")
 

@@ -307,9 +307,9 @@ def test_database_conflict_in_the_last_account_rolls_back_the_rest(services):
 
 
 @pytest.mark.parametrize("path,value,message", [
-    ("accounts.0.invoices.1.paid", "10.00", "accounts[0].invoices[1].paid: 1000 minor units is less than the 5025"),
+    ("accounts.0.invoices.1.paid", "10.00", "accounts[0].invoices[1].paid: 10.00 EUR is less than the 50.25 EUR"),
     ("accounts.0.invoices.0.lines.0.amount", "11.00", "accounts[0].invoices[0].lines: differ from invoice INV-1001"),
-    ("accounts.0.charges.0.amount", "8.00", "accounts[0].charges[0].amount: charge setup was imported as 750"),
+    ("accounts.0.charges.0.amount", "8.00", "accounts[0].charges[0].amount: charge setup was imported as 7.50 EUR"),
     ("accounts.0.currency", "USD", "accounts[0].currency: account acme already uses EUR"),
 ])
 def test_reimport_refuses_what_cannot_change(services, path, value, message):

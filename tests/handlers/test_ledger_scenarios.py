@@ -289,3 +289,17 @@ def test_a_client_link_decider_and_every_way_of_deciding_read_as_words(services)
     assert services.run(lambda tx: actor_name(tx, f"account:{acc}"), readonly=True) == "the client (Acme Ltd)"
     assert [auth_words(m) for m in ("reply_token", "page_link", "activation_code", "staff")] == [
         "the signed link or address of our email", "a renewal page link", "an activation code", "staff's own login"]
+
+
+def test_reimporting_an_invoice_that_credit_has_paid_since_changes_nothing(services, clock):
+    """The file still says 0.00 paid on an invoice the account's credit paid after the first import: the
+    re-import is a no-op (it used to be refused as "0.00 is less than the 72.00 already paid")."""
+    load(services, account("acme"))
+    services.run(payments.record, account_id(services, "acme"), 10000, actor="test")  # no invoice: credit
+    doc = account("acme", invoices=[invoice("A-1", "2026-10-15", "2026-11-01", [("Hosting", "60.00", "12.00")])])
+    load(services, doc)
+    sweep(services, clock, "2026-11-02")
+    assert state(services, "acme")["invoices"]["A-1"] == ("paid", 7200, 0)
+    load(services, doc)  # the same file again
+    assert state(services, "acme")["invoices"]["A-1"] == ("paid", 7200, 0)
+    assert execute(services, "account show acme", as_user=None).data["credit"]["amount"] == "28.00"
