@@ -265,6 +265,11 @@ def _service(value: Any, path: str, currency: str, refs: _Unique) -> ServicePlan
     if period is not None and (isinstance(period, bool) or not isinstance(period, int) or not 1 <= period <= 10):
         raise InvalidInput("must be a whole number of years from 1 to 10", path=o.at("period_years"))
     billing_period = _billing_period(o)
+    if billing_period is not None and kind == "domain":
+        raise InvalidInput("a domain renews through its renewal reminders, not a billing period; leave it out",
+                           path=o.at("billing_period"))
+    if billing_period is not None and not o.amount("price", currency):
+        raise InvalidInput("a service billed by period needs a price above zero", path=o.at("price"))
     return ServicePlan(ref=ref, kind=kind, name=name, status=None if status is None else ServiceStatus(status),
                        expires_on=expires_on, period_years=period, price_minor=o.amount("price", currency),
                        auto_renew=o.boolean("auto_renew"), billing_period=billing_period,

@@ -149,7 +149,8 @@ def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[s
 
     cur = acc.currency
     summary = {
-        "payment": {"id": payment.id, "ref": ref, "amount": money(amount_minor, cur), "method": method,
+        "payment": {"id": payment.id, "ref": ref, "amount": money(amount_minor, cur),
+                    "amount_text": fmt(amount_minor, cur), "method": method,
                     "received_at": received_at.isoformat()},
         "account": {"id": acc.id, "ref": acc.ref, "name": acc.name},
         "invoices": rows,

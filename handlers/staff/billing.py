@@ -122,7 +122,9 @@ def invoice_create(tx: "Tx", args: dict[str, Any]) -> Reply:
     mailed = f"emailed to {', '.join(to)}" if to else "not emailed (paper invoicing or no billing contact)"
     return Reply(title=f"invoice {inv.number}", data=data, text=(
         f"invoice {inv.number} for {acc.name}: {text} {fmt(amount, cur)} + tax {fmt(tax, cur)} ({rate}%) = "
-        f"{fmt(inv.total_minor, cur)}, pay by {due}; {mailed}"))
+        f"{fmt(inv.total_minor, cur)}, pay by {due}; {mailed}"
+        + (f"; credit on the account paid {fmt(inv.paid_minor, cur)}, left to pay {fmt(inv.due_minor, cur)}"
+           if inv.paid_minor else "")))
 
 
 @register("invoice paid")

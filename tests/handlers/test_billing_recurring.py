@@ -112,8 +112,17 @@ def test_month_end_due_dates_clamp_and_come_back(services, clock):
 
 
 def test_a_domain_is_never_invoiced_by_period(services, clock):
-    """A domain with a price and a billing period keeps its renewal flow: no recurring invoice, ever."""
-    load(services, account("acme", services=[hosting("acme.test", kind="domain", expires_on="2027-06-01")]))
+    """A domain with a price and a billing period keeps its renewal flow: no recurring invoice, ever. The
+    import refuses the billing period on a domain; set on one all the same, the sweep leaves it alone."""
+    with pytest.raises(InvalidInput, match="a domain renews through its renewal reminders"):
+        load(services, account("acme", services=[hosting("acme.test", kind="domain", expires_on="2027-06-01")]))
+    load(services, account("acme", services=[{"ref": "acme.test", "kind": "domain", "name": "acme.test",
+                                              "status": "active", "price": "10.00", "expires_on": "2027-06-01"}]))
+
+    def set_period(tx):
+        svc = tx.session.scalar(select(Service).where(Service.ref == "acme.test"))
+        svc.billing_period, svc.next_due_on = "1m", dt.date(2027, 1, 1)
+    services.run(set_period)
     for day in ("2026-12-18", "2027-01-01", "2027-03-01"):
         sweep(services, clock, day)
     assert invoices(services) == []

@@ -246,6 +246,7 @@ def test_an_account_overdue_on_two_invoices_gets_one_suspension_email_naming_bot
     assert state(services, "acme")["suspensions"] == [("overdue", True), ("overdue", True)]
     sent = outbound(services, "suspension_notice")
     assert len(sent) == 1
+    assert sent[0].subject == "Suspended: your account and all its services (invoices A-1, A-2 unpaid)"
     text = body_text(sent[0])
     assert "A-1" in text and "A-2" in text and "Paying the 82.00 EUR left on them lifts the suspension" in text
     cards = services.run(lambda tx: [p for p in tx.session.scalars(select(SlackPost)) if "uspen" in str(p.payload)],
@@ -303,3 +304,10 @@ def test_reimporting_an_invoice_that_credit_has_paid_since_changes_nothing(servi
     load(services, doc)  # the same file again
     assert state(services, "acme")["invoices"]["A-1"] == ("paid", 7200, 0)
     assert execute(services, "account show acme", as_user=None).data["credit"]["amount"] == "28.00"
+
+
+def test_the_payment_email_subject_writes_the_amount_as_the_body_does(services, clock):
+    """"Payment received: 1000.00 EUR" in the subject beside "1,000.00 EUR" in the body: now both "1,000.00 EUR"."""
+    acc = _late(services)
+    services.run(payments.record, acc, 100000, actor="test")
+    assert mails(services, "payment_summary")[0][2] == "Payment received: 1,000.00 EUR for A-1"
