@@ -300,44 +300,36 @@ def void(tx: "Tx", payment_id: int, reason: str) -> dict[str, Any]:
               "credit_before": money(credit_before, cur), "credit_after": money(credit(tx, acc.id), cur),
               "owed_after_credit": money(sum(i.due_minor for i in open_invoices(tx, acc.id)), cur)}
     tx.audit("payment.void", subject=row, account_id=acc.id, **result)
-    send(tx, acc, "payment_void", {"void": result, "text": client_void_text(result)}, f"payment:{row.id}:void")
+    send(tx, acc, "payment_void", {"void": result, "text": void_text(result, for_client=True)},
+         f"payment:{row.id}:void")
     return result
 
 
-def void_text(result: dict[str, Any]) -> str:
-    """The reversal as staff read it: which invoices reopened, what credit did, what is due now."""
+def void_text(result: dict[str, Any], *, for_client: bool = False) -> str:
+    """The reversal in words: which invoices are due again, what credit did, what is due now. Staff read
+    the payment's id and the invoices' status; the client reads neither, and the reason once (above)."""
     pay = result["payment"]
-    out = [f"P-{pay['id']} of {formatted(pay['amount'])}" + (f" (ref {pay['ref']})" if pay["ref"] else "")
-           + f" is reversed: {result['reason']}"]
-    out += [f"  invoice {r['number']}: {formatted(r['amount'])} is due again ({r['status']})"
-            for r in result["reopened"]]
+    ref = f" (ref {pay['ref']})" if pay["ref"] else ""
+    if for_client:
+        out = [f"The payment of {formatted(pay['amount'])}{ref} received on {pay['received_at'][:10]} "
+               "no longer counts."]
+    else:
+        out = [f"P-{pay['id']} of {formatted(pay['amount'])}{ref} is reversed: {result['reason']}"]
+    for r in result["reopened"]:
+        out.append(f"  Invoice {r['number']}: {formatted(r['amount'])} is due again"
+                   + ("." if for_client else f" ({r['status']})"))
     if result["credit_before"] != result["credit_after"]:
-        out.append(f"  credit on the account: {formatted(result['credit_after'])} "
-                   f"(was {formatted(result['credit_before'])})")
-    out += [f"  credit on the account paid {formatted(r['amount'])} of {r['number']}"
-            for r in result["credit_reapplied"]]
-    out.append(f"Now due on open invoices: {formatted(result['owed_after_credit'])}")
+        out.append(f"  Credit on {'your' if for_client else 'the'} account: {formatted(result['credit_after'])} "
+                   f"(it was {formatted(result['credit_before'])})")
+    out += [f"  Credit paid {formatted(r['amount'])} of invoice {r['number']}" for r in result["credit_reapplied"]]
+    owed = formatted(result["owed_after_credit"])
+    out.append(f"Now due on {'your' if for_client else 'the'} open invoices: {owed}")
     return "\n".join(out)
 
 
 def formatted(value: dict[str, str]) -> str:
     """An amount of a summary as the client reads it elsewhere: ``1,234.50 EUR``."""
     return fmt(int(Decimal(value["amount"]).scaleb(exponent(value["currency"]))), value["currency"])
-
-
-def client_void_text(result: dict[str, Any]) -> str:
-    """The reversal as the client reads it: no internal ids or status words, the reason said once (above)."""
-    pay = result["payment"]
-    out = [f"The payment of {formatted(pay['amount'])}" + (f" (ref {pay['ref']})" if pay["ref"] else "")
-           + f" received on {pay['received_at'][:10]} no longer counts."]
-    out += [f"  Invoice {r['number']}: {formatted(r['amount'])} is due again." for r in result["reopened"]]
-    if result["credit_before"] != result["credit_after"]:
-        out.append(f"  Credit on your account: {formatted(result['credit_after'])} "
-                   f"(it was {formatted(result['credit_before'])}).")
-    out += [f"  Your credit paid {formatted(r['amount'])} of invoice {r['number']}."
-            for r in result["credit_reapplied"]]
-    out.append(f"Now due on your open invoices: {formatted(result['owed_after_credit'])}")
-    return "\n".join(out)
 
 
 # -- listing ----------------------------------------------------------------------------------
