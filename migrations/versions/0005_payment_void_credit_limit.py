@@ -17,7 +17,28 @@ branch_labels = None
 depends_on = None
 
 
+# The decimals each currency had before this revision (our own table then; Babel's CLDR data since).
+_BEFORE = {"JPY": 0, "KRW": 0, "ISK": 0, "CLP": 0, "VND": 0, "BHD": 3, "KWD": 3, "OMR": 3, "JOD": 3, "TND": 3}
+
+
+def _refuse_changed_decimals() -> None:
+    """Amounts are stored in minor units: a currency whose decimals changed would be read 100 times too
+    large or too small. Refuse the upgrade (nothing changes) while such a currency is in use."""
+    from babel.numbers import get_currency_precision
+
+    from handlers.errors import Conflict
+
+    used = op.get_bind().execute(sa.text("SELECT DISTINCT currency FROM account UNION "
+                                         "SELECT DISTINCT currency FROM plan")).scalars()
+    changed = sorted({c.upper() for c in used if c and get_currency_precision(c.upper()) != _BEFORE.get(c.upper(), 2)})
+    if changed:
+        raise Conflict(f"not upgrading: accounts or plans in {', '.join(changed)} hold amounts written with "
+                       "different decimals than this version reads for that currency",
+                       hint="convert those amounts first (see CHANGELOG.md), then run the upgrade again")
+
+
 def upgrade() -> None:
+    _refuse_changed_decimals()
     with op.batch_alter_table('payment', schema=None) as batch_op:
         batch_op.add_column(sa.Column('voided_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('voided_by', sa.String(length=100), nullable=True))
