@@ -9,8 +9,12 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Any, Sequence
+
+from sqlalchemy.engine import make_url
 
 from handlers.errors import RenewdeskError, TemporaryFailure
 from handlers.settings import load_settings
@@ -19,8 +23,17 @@ from renewdesk import bootstrap
 log = logging.getLogger("renewdesk")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("renewdesk")
+    except PackageNotFoundError:  # pragma: no cover - run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="renewdesk", description="Support and renewal bot: mail, Slack, scheduler.")
+    p.add_argument("--version", action="version", version=f"renewdesk {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="everything in one process: web, SMTP, scheduler, inbox, outbox")
@@ -82,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 75 if args.command == "pipe" else exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `renewdesk ... | head`: the reader has gone; no traceback for that
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _services(settings: Any, **kw: Any) -> Any:
@@ -254,12 +270,27 @@ def cmd_outbox(settings: Any, args: argparse.Namespace) -> int:
 
 def cmd_status(settings: Any, args: argparse.Namespace) -> int:
     from handlers import status
+    from renewdesk import migrate
+    where = make_url(settings.database_url).render_as_string(hide_password=True)
+    if settings.is_sqlite and not _sqlite_exists(settings.database_url):
+        print(f"database   NONE: there is no database at {where}; `renewdesk db upgrade` (or `renewdesk run`) "
+              "creates it")
+        return 1
+    if migrate.current_revision(bootstrap.open_engine(settings)) is None:
+        print(f"database   EMPTY: {where} has no renewdesk tables; run `renewdesk db upgrade` (or `renewdesk run`)")
+        return 1
     services = _services(settings, check=False)
     ok, data = status.safe_report(services)
     print(json.dumps(data, indent=2) if args.json else status.text(data))
     if not ok:
         raise TemporaryFailure("the database is unavailable")
     return 1 if data.get("failing") else 0  # a monitor sees a failing sweep by the exit status too
+
+
+def _sqlite_exists(url: str) -> bool:
+    """Whether the SQLite file of ``url`` exists (an in-memory database always does)."""
+    database = make_url(url).database
+    return not database or database == ":memory:" or Path(database).exists()
 
 
 COMMANDS = {

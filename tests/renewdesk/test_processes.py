@@ -136,3 +136,33 @@ def test_status_reports_every_part(db):
     assert r.returncode == 0
     for part in ("database   ok (sqlite)", "inbox ", "outbox ", "scheduler  NOT RUNNING"):
         assert part in out
+
+
+def test_status_on_no_or_an_empty_database_is_one_line_and_creates_nothing(tmp_path):
+    """`renewdesk status` where no database is, or an empty one: one line saying which database and what to
+    run, exit 1, no file created (it used to create renewdesk.db and print a traceback)."""
+    from tests.support.proc import env_for, run
+    db = tmp_path / "here.db"
+    none = run("status", env=env_for(DATABASE_URL=f"sqlite:///{db}"))
+    assert none.returncode == 1 and not db.exists()
+    assert none.stdout.decode().strip() == (f"database   NONE: there is no database at sqlite:///{db}; "
+                                            "`renewdesk db upgrade` (or `renewdesk run`) creates it")
+    db.touch()
+    empty = run("status", env=env_for(DATABASE_URL=f"sqlite:///{db}"))
+    assert empty.returncode == 1 and "EMPTY" in empty.stdout.decode() and b"Traceback" not in empty.stderr
+
+
+def test_version_and_a_closed_pipe(tmp_path):
+    """`renewdesk --version` names the version; output piped into a reader that stops early (`| head`)
+    ends without a BrokenPipeError traceback."""
+    import subprocess
+
+    from tests.support.proc import command, env_for, run
+    version = run("--version", env=env_for())
+    assert version.returncode == 0 and version.stdout.decode().startswith("renewdesk ")
+    env = env_for(DATABASE_URL=f"sqlite:///{tmp_path}/d.db", RENEWDESK_SECRET_KEY="x")
+    assert run("db", "upgrade", env=env).returncode == 0
+    proc = subprocess.Popen(command("staff", "help"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader goes away before the answer is written, as `head -1` does
+    _, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err
