@@ -272,7 +272,7 @@ def cmd_status(settings: Any, args: argparse.Namespace) -> int:
     from handlers import status
     from renewdesk import migrate
     where = make_url(settings.database_url).render_as_string(hide_password=True)
-    if settings.is_sqlite and not _sqlite_exists(settings.database_url):
+    if settings.is_sqlite and _sqlite_missing(settings.database_url):
         print(f"database   NONE: there is no database at {where}; `renewdesk db upgrade` (or `renewdesk run`) "
               "creates it")
         return 1
@@ -287,10 +287,11 @@ def cmd_status(settings: Any, args: argparse.Namespace) -> int:
     return 1 if data.get("failing") else 0  # a monitor sees a failing sweep by the exit status too
 
 
-def _sqlite_exists(url: str) -> bool:
-    """Whether the SQLite file of ``url`` exists (an in-memory database always does)."""
+def _sqlite_missing(url: str) -> bool:
+    """Whether the SQLite file of ``url`` is not there in a folder that is (a missing folder is a database
+    that cannot be opened, said as such; an in-memory database is never missing)."""
     database = make_url(url).database
-    return not database or database == ":memory:" or Path(database).exists()
+    return bool(database) and database != ":memory:" and not Path(database).exists() and Path(database).parent.is_dir()
 
 
 COMMANDS = {
