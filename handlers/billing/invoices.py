@@ -116,7 +116,6 @@ def issue(tx: "Tx", account_id: int, lines: Sequence[Line], due_on: dt.date, *,
         tx.session.add(LedgerEntry(account_id=acc.id, at=tx.now, kind=LedgerKind.charge,
                                    amount_minor=-inv.total_minor, currency=acc.currency, text=f"Invoice {inv.number}",
                                    source="invoice", invoice_id=inv.id, actor=tx.actor))
-    tx.session.flush()
     tx.audit("invoice.issue", subject=inv, account_id=acc.id, number=inv.number, origin=origin,
              total=money(inv.total_minor, inv.currency), due_on=due_on.isoformat())
     if use_credit and not charges:
