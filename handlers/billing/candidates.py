@@ -85,6 +85,16 @@ def credit_among(tx: Tx, account_ids: Sequence[int]) -> set[int]:
     return {a for a in ids if balances.get(a, 0) + open_due.get(a, 0) > 0}
 
 
+
+def without_credit(tx: Tx, account_ids: Sequence[int]) -> set[int]:
+    """Those of ``account_ids`` with no credit (``ledger.credit`` is 0): issuing them an invoice that puts its
+    own charge on the ledger leaves it 0, so credit would pay none of it."""
+    ids = sorted(set(account_ids))
+    balances = _sums(tx, LedgerEntry.amount_minor, LedgerEntry.account_id, ids)
+    open_due = _sums(tx, Invoice.total_minor - Invoice.paid_minor, Invoice.account_id, ids,
+                     Invoice.status.in_(OPEN_STATUSES))
+    return {a for a in ids if balances.get(a, 0) + open_due.get(a, 0) <= 0}
+
 # -- one query per rule ---------------------------------------------------------------------------
 
 def recurring_invoices(tx: Tx) -> set[int]:

@@ -44,6 +44,7 @@ def sweep_account(tx: "Tx", account_id: int, rules: Sequence[str], at: dt.dateti
     """
     tx.now = at  # the sweep runs "as of" its moment: notices, suspensions and audit rows carry it
     acc = tx.session.get(Account, account_id) if dry_run else lock_account(tx, account_id)
+    from handlers.billing.credit import known_none
     lines = []
     if not dry_run and credit:  # credit pays first, so nothing below reminds, dunns or suspends for what it covers
         from handlers.billing.credit import apply_credit
@@ -54,6 +55,8 @@ def sweep_account(tx: "Tx", account_id: int, rules: Sequence[str], at: dt.dateti
             if dry_run or action.apply is None:
                 lines.append(action.text)
                 continue
+            if name != "recurring_invoices":  # another action may move money: its credit is asked again
+                known_none(tx).discard(acc.id)
             done = action.apply(tx)
             if done is not None:
                 lines.append(action.text + (f"; {done}" if done else ""))
@@ -72,6 +75,9 @@ def sweep_accounts(tx: "Tx", account_ids: Sequence[int], rules: Sequence[str], a
     # whose credit pays something, for the whole batch at once: under the locks, and one account's
     # actions never touch another's ledger, so it holds until each account's turn
     credit = set() if dry_run else candidates.credit_among(tx, account_ids)
+    if not dry_run:  # and who has no credit at all: issuing them a recurring invoice asks for none
+        from handlers.billing.credit import known_none
+        known_none(tx).update(candidates.without_credit(tx, account_ids))
     with gathering(tx):  # the batch's mail is written at its end, a few statements in all
         for account_id in account_ids:
             lines += sweep_account(tx, account_id, rules, at, dry_run, credit=account_id in credit)

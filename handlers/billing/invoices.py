@@ -40,31 +40,51 @@ class Line:
     period_start: dt.date | None = None  # a recurring line: the due date of the period it bills
 
 
+_COUNTER = "billing.invoice_counter"  # session.info: (the transaction, the locked counter row, numbers known taken)
+_BLOCK = 100  # numbers above the counter checked for imports' numbers in one query
+
+
 def next_number(tx: "Tx") -> str:
     """The next free invoice number, unique even when two processes issue at once.
 
     The counter is one row locked ``FOR UPDATE`` until the issuing transaction ends, so a second
-    issuer waits and then sees the first one's number; numbers taken by imports are skipped.
+    issuer waits and then sees the first one's number; numbers taken by imports are skipped. A
+    transaction locks and reads the counter once: later numbers continue from the row it holds,
+    and the numbers above it are checked against imports' numbers a block at a time, one query
+    each (what a rolled-back savepoint took is read back from the row, as the rollback left it).
     """
+    root = tx.session.get_transaction()
+    held = tx.session.info.get(_COUNTER)
+    if held is not None and held[0] is root and held[1] in tx.session:
+        row, taken = held[1], held[2]
+    else:
+        row, taken = _lock_counter(tx), {}
+        tx.session.info[_COUNTER] = (root, row, taken)
+    n = int(row.value)
+    while True:
+        n += 1
+        if n not in taken:
+            block = [f"{NUMBER_PREFIX}{k}" for k in range(n, n + _BLOCK)]
+            found = set(tx.session.scalars(select(Invoice.number).where(Invoice.number.in_(block))))
+            taken.clear()
+            taken.update({k: f"{NUMBER_PREFIX}{k}" in found for k in range(n, n + _BLOCK)})
+        if not taken[n]:
+            break
+    row.value = str(n)  # written with the invoice that takes the number
+    return f"{NUMBER_PREFIX}{n}"
+
+
+def _lock_counter(tx: "Tx") -> AppSetting:
     for _ in range(5):
         row = tx.session.scalar(select(AppSetting).where(AppSetting.key == _SEQUENCE_KEY).with_for_update()
                                 .execution_options(populate_existing=True))
-        if row is None:
-            try:
-                with tx.session.begin_nested():
-                    tx.session.add(AppSetting(key=_SEQUENCE_KEY, value=str(NUMBER_START)))
-            except IntegrityError:
-                pass  # another process created the counter: lock theirs on the next pass
-            continue
-        n = int(row.value)
-        while True:
-            n += 1
-            number = f"{NUMBER_PREFIX}{n}"
-            if tx.session.scalar(select(Invoice.id).where(Invoice.number == number)) is None:
-                break
-        row.value = str(n)
-        tx.session.flush()
-        return number
+        if row is not None:
+            return row
+        try:
+            with tx.session.begin_nested():
+                tx.session.add(AppSetting(key=_SEQUENCE_KEY, value=str(NUMBER_START)))
+        except IntegrityError:
+            pass  # another process created the counter: lock theirs on the next pass
     raise Conflict("could not take an invoice number; try again")
 
 
@@ -96,10 +116,13 @@ def issue(tx: "Tx", account_id: int, lines: Sequence[Line], due_on: dt.date, *,
         tx.session.add(LedgerEntry(account_id=acc.id, at=tx.now, kind=LedgerKind.charge,
                                    amount_minor=-inv.total_minor, currency=acc.currency, text=f"Invoice {inv.number}",
                                    source="invoice", invoice_id=inv.id, actor=tx.actor))
-    tx.session.flush()
     tx.audit("invoice.issue", subject=inv, account_id=acc.id, number=inv.number, origin=origin,
              total=money(inv.total_minor, inv.currency), due_on=due_on.isoformat())
-    if use_credit:
+    if use_credit and not charges:
+        from handlers.billing.credit import apply_credit, known_none
+        if acc.id not in known_none(tx):  # no credit before: this invoice's own charge leaves none
+            apply_credit(tx, acc, why=f"invoice {inv.number} issued")
+    elif use_credit:
         from handlers.billing.credit import apply_credit
         apply_credit(tx, acc, why=f"invoice {inv.number} issued")
     if notify:

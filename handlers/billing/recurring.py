@@ -20,7 +20,6 @@ import re
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from handlers.billing.common import lock_account, today
 from handlers.models import Account, Invoice, InvoiceLine, InvoiceStatus, Service, ServiceStatus
@@ -154,11 +153,10 @@ def issue_period(tx: "Tx", account_id: int, start: dt.date, service_ids: tuple[i
                 and due_period(tx, s, today(tx)) == start and not invoiced(tx, s.id, start)]
     if not services:
         return None
-    try:
-        with tx.session.begin_nested():
-            return issue(tx, acc.id, [line_for(s, start) for s in services], max(start, today(tx)), origin=ORIGIN)
-    except IntegrityError:
-        return None  # another worker invoiced the period between our look and our insert
+    # no savepoint: every issuer holds the account's lock, so nobody invoices the period between our look and
+    # our insert; were one to, the lines' unique key fails the transaction (a sweep batch is then done again
+    # account by account, and finds the period invoiced)
+    return issue(tx, acc.id, [line_for(s, start) for s in services], max(start, today(tx)), origin=ORIGIN)
 
 
 # -- payment --------------------------------------------------------------------------------
