@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 
 from sqlalchemy import func, select
 
+from handlers.billing.invoices import status_for
 from handlers.billing.plans import define_plan, record_usage, subscribe
 from handlers.errors import Conflict, InvalidInput, NotFound
 from handlers.import_format import validate
@@ -133,13 +134,6 @@ def _assign(obj: Any, **values: Any) -> list[str]:
             setattr(obj, name, value)
             changed.append(name)
     return changed
-
-
-def _status_for(total: int, paid: int) -> InvoiceStatus:
-    """What the amounts say an invoice's status is."""
-    if paid >= total:
-        return InvoiceStatus.paid
-    return InvoiceStatus.partially_paid if paid else InvoiceStatus.issued
 
 
 class _Applier:
@@ -267,7 +261,7 @@ class _Applier:
     def invoice(self, acc: Account, ip: InvoicePlan, inv: Invoice | None) -> None:
         """Create an invoice with its ledger charge, or bring an existing one up to date."""
         if inv is None:
-            inv = Invoice(account_id=acc.id, number=ip.number, status=_status_for(ip.total_minor, 0),
+            inv = Invoice(account_id=acc.id, number=ip.number, status=status_for(ip.total_minor, 0),
                           currency=acc.currency, issued_on=ip.issued_on, due_on=ip.due_on,
                           total_minor=ip.total_minor, paid_minor=0, origin="import", created_at=self.tx.now)
             inv.lines = [InvoiceLine(position=i, text=line.text, amount_minor=line.amount_minor,
@@ -329,7 +323,7 @@ class _Applier:
                                currency=acc.currency, text=f"Payment for invoice {ip.number}", source="import",
                                invoice_id=inv.id, payment_id=payment.id, actor=self.tx.actor))
         inv.paid_minor = ip.paid_minor
-        inv.status = _status_for(inv.total_minor, inv.paid_minor)
+        inv.status = status_for(inv.total_minor, inv.paid_minor)
         self.result.add("payments", "created")
         return True
 

@@ -32,17 +32,20 @@ def day_start(tx: "Tx", day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), tx.settings.tz).astimezone(dt.timezone.utc)
 
 
-_LOCKED = "billing.locked_accounts"  # session.info: (the transaction, the account ids it locked)
+def transaction_set(tx: "Tx", key: str) -> set[int]:
+    """A set of ids that lives as long as ``tx``'s outermost transaction (kept in ``session.info`` under
+    ``key``, and started afresh when the session moves on to its next transaction)."""
+    root = tx.session.get_transaction()
+    mark = tx.session.info.get(key)
+    if mark is None or mark[0] is not root:
+        mark = tx.session.info[key] = (root, set())
+    return mark[1]
 
 
 def _locked(tx: "Tx") -> set[int]:
     """The accounts this transaction has locked (a lock taken in a savepoint is not counted: its rollback
     may release it)."""
-    root = tx.session.get_transaction()
-    mark = tx.session.info.get(_LOCKED)
-    if mark is None or mark[0] is not root:
-        mark = tx.session.info[_LOCKED] = (root, set())
-    return mark[1]
+    return transaction_set(tx, "billing.locked_accounts")
 
 
 def lock_account(tx: "Tx", account_id: int) -> Account:

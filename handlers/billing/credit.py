@@ -12,24 +12,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from handlers.billing.common import money, open_invoices
+from handlers.billing.common import money, open_invoices, transaction_set
 from handlers.models import Account, Invoice, Payment, PaymentAllocation
 
 if TYPE_CHECKING:
     from handlers.services import Tx
 
 CREDIT = "credit"
-_NONE = "billing.no_credit"  # session.info: (the transaction, accounts known to have no credit)
-
-
 def known_none(tx: "Tx") -> set[int]:
     """Accounts this transaction knows, under their locks, to have no credit (the sweep finds them per batch and
     forgets an account before any action that may move its money other than issuing it an invoice)."""
-    root = tx.session.get_transaction()
-    mark = tx.session.info.get(_NONE)
-    if mark is None or mark[0] is not root:
-        mark = tx.session.info[_NONE] = (root, set())
-    return mark[1]
+    return transaction_set(tx, "billing.no_credit")
 
 
 def available(tx: "Tx", account_id: int) -> int:

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from handlers.billing import candidates
 from handlers.billing.common import SCHEDULER, day_start, lock_account, lock_accounts, today
+from handlers.billing.credit import apply_credit, known_none
 from handlers.billing.rules import RULES, Action, Key
 from handlers.errors import TemporaryFailure
 from handlers.jobs import Sweep, SweepFailed, explain, log_failure, register_sweep
@@ -44,10 +45,8 @@ def sweep_account(tx: "Tx", account_id: int, rules: Sequence[str], at: dt.dateti
     """
     tx.now = at  # the sweep runs "as of" its moment: notices, suspensions and audit rows carry it
     acc = tx.session.get(Account, account_id) if dry_run else lock_account(tx, account_id)
-    from handlers.billing.credit import known_none
     lines = []
     if not dry_run and credit:  # credit pays first, so nothing below reminds, dunns or suspends for what it covers
-        from handlers.billing.credit import apply_credit
         lines += [f"{acc.name}: credit paid {fmt(part, acc.currency)} of {inv.number}"
                   for inv, part in apply_credit(tx, acc, why="sweep")]
     for name in rules:
@@ -76,7 +75,6 @@ def sweep_accounts(tx: "Tx", account_ids: Sequence[int], rules: Sequence[str], a
     # actions never touch another's ledger, so it holds until each account's turn
     credit = set() if dry_run else candidates.credit_among(tx, account_ids)
     if not dry_run:  # and who has no credit at all: issuing them a recurring invoice asks for none
-        from handlers.billing.credit import known_none
         known_none(tx).update(candidates.without_credit(tx, account_ids))
     with gathering(tx):  # the batch's mail is written at its end, a few statements in all
         for account_id in account_ids:

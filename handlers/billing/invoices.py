@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from handlers.billing import credit as credit_ops
 from handlers.billing.common import claim_notice, invoice_context, lock_account, money, send, today, why_no_email
 from handlers.errors import Conflict, InvalidInput, NotFound
 from handlers.money import fmt
@@ -118,13 +119,10 @@ def issue(tx: "Tx", account_id: int, lines: Sequence[Line], due_on: dt.date, *,
                                    source="invoice", invoice_id=inv.id, actor=tx.actor))
     tx.audit("invoice.issue", subject=inv, account_id=acc.id, number=inv.number, origin=origin,
              total=money(inv.total_minor, inv.currency), due_on=due_on.isoformat())
-    if use_credit and not charges:
-        from handlers.billing.credit import apply_credit, known_none
-        if acc.id not in known_none(tx):  # no credit before: this invoice's own charge leaves none
-            apply_credit(tx, acc, why=f"invoice {inv.number} issued")
-    elif use_credit:
-        from handlers.billing.credit import apply_credit
-        apply_credit(tx, acc, why=f"invoice {inv.number} issued")
+    # an account known to have had no credit still has none (this invoice's own charge leaves none), unless
+    # the invoice takes over charges already on the ledger
+    if use_credit and (charges or acc.id not in credit_ops.known_none(tx)):
+        credit_ops.apply_credit(tx, acc, why=f"invoice {inv.number} issued")
     if notify:
         announce(tx, acc, inv)
     return inv
@@ -188,8 +186,7 @@ def void(tx: "Tx", number: str, reason: str = "") -> Invoice:
     tx.session.flush()
     lift_resolved(tx, acc, why=f"invoice {inv.number} voided")
     if inv.paid_minor:
-        from handlers.billing.credit import apply_credit
-        apply_credit(tx, acc, why=f"invoice {inv.number} voided")
+        credit_ops.apply_credit(tx, acc, why=f"invoice {inv.number} voided")
     return inv
 
 

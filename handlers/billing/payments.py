@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from handlers.billing import recurring
 from handlers.billing.common import OPEN_STATUSES, lock_account, money, open_invoices, send
+from handlers.billing import credit as credit_ops
 from handlers.billing.credit import CREDIT
 from handlers.billing.invoices import status_for
 from handlers.billing.ledger import balance, credit, unallocated
@@ -144,8 +145,7 @@ def record(tx: "Tx", account_id: int, amount_minor: int, *, invoices: Sequence[s
                                payment_id=payment.id, actor=tx.actor,
                                invoice_id=targets[0].id if len(targets) == 1 and not pay_left else None))
     tx.session.flush()
-    from handlers.billing.credit import apply_credit as pay_from_credit
-    then = pay_from_credit(tx, acc, why="payment received" + (f" ({ref})" if ref else "")) if pay_left else []
+    then = credit_ops.apply_credit(tx, acc, why="payment received" + (f" ({ref})" if ref else "")) if pay_left else []
 
     cur = acc.currency
     summary = {
@@ -263,8 +263,6 @@ def void(tx: "Tx", payment_id: int, reason: str) -> dict[str, Any]:
     Suspensions the payment lifted are not put back here; the sweeps' normal rules decide again
     (with their warnings). The client's billing contacts are told.
     """
-    from handlers.billing.credit import apply_credit
-
     reason = (reason or "").strip()
     if not reason:
         raise InvalidInput("REASON: say why the payment is voided (it is kept in the ledger and the audit)")
@@ -290,7 +288,7 @@ def void(tx: "Tx", payment_id: int, reason: str) -> dict[str, Any]:
     tx.session.flush()
     shortfall = max(0, -unallocated(tx, acc.id)) - max(0, -before)
     reopened += _unwind_credit(tx, acc, shortfall)
-    reapplied = apply_credit(tx, acc, why=f"payment #{row.id} voided")
+    reapplied = credit_ops.apply_credit(tx, acc, why=f"payment #{row.id} voided")
     cur = acc.currency
     result = {"payment": payment_json(row), "reason": reason,
               "reopened": [{"number": inv.number, "amount": money(part, cur), "status": inv.status.value}

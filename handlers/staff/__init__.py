@@ -14,7 +14,8 @@ from handlers.staff import accounts as _accounts, team as _team, tickets as _tic
 from handlers.staff import billing as _billing, renewals as _renewals, services as _services  # noqa: F401
 from handlers.staff import payments as _payments  # noqa: F401
 from handlers.staff.commands import Reply, handler_for, is_available, register
-from handlers.staff.grammar import BY_NAME, COMMANDS, Command, Parsed, parse, slack_user_id
+from handlers.staff.grammar import BY_NAME, COMMANDS, Command, Parsed, parse
+from handlers.staff.values import slack_user_id
 
 if TYPE_CHECKING:
     from handlers.services import Services, Tx
