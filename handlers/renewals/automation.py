@@ -43,6 +43,7 @@ from handlers.outbox import our_address, queue_soon
 from handlers.renewals import confirm as confirm_ops
 from handlers.renewals import decisions as decision_ops
 from handlers.renewals.invoicing import context, invoice_of
+from handlers.renewals.lapse import WARN, announced, removal_due, removal_on
 from handlers.renewals.occasions import occasions
 from handlers.renewals.people import renewal_recipients
 from handlers.renewals.reminders import REMINDED, advance, window_start
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 
 JOB = RULE = "renewal_automation"
 AUTO, CONFIRM, REMOVAL, EXPIRE = "renewal_auto", "renewal_confirm", "renewal_removal", "renewal_expire"
-WARN = "renewal_removal_warning"
 LOOKBACK_DAYS = 92
 PLANNED = (*REMINDED, ServiceStatus.cancelled)
 
@@ -81,32 +81,6 @@ def _removal_ranges(tx: "Tx", day: dt.date) -> tuple[tuple[dt.date, dt.date], tu
     warn_days = dt.timedelta(days=tx.settings.removal_warning_days)
     return ((day - dt.timedelta(days=LOOKBACK_DAYS), day),
             (lapsed_last - dt.timedelta(days=LOOKBACK_DAYS) - warn_days, lapsed_last + warn_days))
-
-
-def removal_due(tx: "Tx", expires_on: dt.date) -> dt.date:
-    """The day an expired service nobody renewed is due for removal: the day after the grace period."""
-    return expires_on + dt.timedelta(days=tx.settings.renewal_grace_days + 1)
-
-
-def removal_on(tx: "Tx", expires_on: dt.date, warned_on: dt.date) -> dt.date:
-    """The removal day a warning sent on ``warned_on`` announces: never sooner than the warning days after it."""
-    return max(removal_due(tx, expires_on), warned_on + dt.timedelta(days=tx.settings.removal_warning_days))
-
-
-def _warned(tx: "Tx", ids: list[int], assumed: set[Key]) -> dict[tuple[int, dt.date], dt.date]:
-    """{(service, expiry): the removal day its warning announced}, from the notices and a forecast's earlier days."""
-    out = {}
-    for sid, exp, detail, at in tx.session.execute(select(
-            Notice.subject_id, Notice.occasion_date, Notice.detail, Notice.created_at).where(
-            Notice.kind == WARN, Notice.subject_type == "service", Notice.subject_id.in_(ids))):
-        try:
-            out[(sid, exp)] = dt.date.fromisoformat((detail or "").removeprefix("removal on "))
-        except ValueError:
-            out[(sid, exp)] = removal_on(tx, exp, local_date(at, tx.settings.tz))
-    for key in assumed:
-        if key and key[0] == WARN:
-            out.update(((sid, exp), when) for (sid, exp), when in zip(key[3], key[4]))
-    return out
 
 
 def candidates(tx: "Tx", first: dt.date, day: dt.date) -> list[int]:
@@ -190,7 +164,7 @@ def plan_account(tx: "Tx", acc: Account, assumed: set[Key]) -> list[Action]:
     expire_lo, expire_hi = _expire_range(day)
     expired = [s for s in svcs if s.status == ServiceStatus.active and expire_lo <= s.expires_on <= expire_hi
                and due(EXPIRE, "expired", s)]
-    warned = _warned(tx, [s.id for s in lapsed], assumed)
+    warned = announced(tx, [s.id for s in lapsed], assumed)
     warn_from = day - dt.timedelta(days=LOOKBACK_DAYS)
     to_warn = [s for s in lapsed if (s.id, s.expires_on) not in warned and removal_due(tx, s.expires_on) > warn_from
                and due(WARN, "lapsed", s)]
@@ -349,7 +323,7 @@ def _warn(tx: "Tx", acc: Account, kind: str, occasion: str, items: Any) -> str |
 
 
 def _is_warned_and_due(tx: "Tx", svc: Service) -> bool:
-    when = _warned(tx, [svc.id], set()).get((svc.id, svc.expires_on))
+    when = announced(tx, [svc.id], set()).get((svc.id, svc.expires_on))
     return when is not None and when <= today(tx)
 
 
