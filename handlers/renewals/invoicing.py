@@ -19,6 +19,7 @@ from typing import Any, Sequence
 from sqlalchemy import select
 
 from handlers.billing.common import OPEN_STATUSES, claim_notice, today
+from handlers.billing import credit as credit_ops
 from handlers.billing.invoices import Line, issue, void
 from handlers.models import Account, DecisionAction, Invoice, RenewalDecision, RenewalTerm, Service, SlackPost
 from handlers.money import fmt
@@ -75,8 +76,9 @@ def raise_invoice(tx: Any, account: Account, decisions: Sequence[RenewalDecision
                           occasion_date=today(tx), account_id=account.id, outcome="raised")
     if notice is None:
         return None
+    # credit pays it once its terms hold it (settle), so a renewal paid from credit completes like any other
     invoice = issue(tx, account.id, [line_for(s, years) for s, years in billed], pay_by(tx, [s for s, _ in billed]),
-                    origin="renewal")
+                    origin="renewal", use_credit=False)
     notice.detail = invoice.number
     tx.audit("renewal.invoice", subject=invoice, account_id=account.id, number=invoice.number,
              decisions=[d.id for d in renewals], total=fmt(invoice.total_minor, invoice.currency))
@@ -139,6 +141,8 @@ def settle(tx: Any, account: Account, changed: Sequence[tuple[RenewalDecision, R
         for term in [*terms, *carried]:
             if term.service_id in billed and term.years:
                 term.invoice_id = invoice.id
+        tx.session.flush()
+        credit_ops.apply_credit(tx, account, why=f"invoice {invoice.number} issued")
     tx.session.flush()
     return Settlement(invoice, voided)
 

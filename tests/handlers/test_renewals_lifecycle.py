@@ -288,3 +288,13 @@ def test_declining_one_domain_of_a_shared_invoice_carries_the_other_onto_a_new_i
     number = open_invoices(services)[0][0]
     services.run(payments.record, acme["account"], 1200, invoices=[number], actor="test")
     assert service(services, acme["a.test"]).expires_on == add_months(EXPIRY, 12)
+
+
+def test_a_renewal_invoice_that_credit_pays_when_it_is_raised_completes_the_renewal(services, acme):
+    """Credit on the account pays the renewal invoice as it is raised: the renewal completes (the expiry
+    moves) as it would for a payment. It used to stay paid but never completed, because credit paid it before
+    its term held it; a later decline then left the invoice held by no term (found by the ledger model)."""
+    services.run(payments.record, acme["account"], 5000, actor="test")  # no invoice open: all credit
+    submit(services, acme, {"a.test": 1})
+    assert [(status, total) for _, status, total in invoices(services)] == [("paid", 1200)]
+    assert service(services, acme["a.test"]).expires_on == add_months(EXPIRY, 12)
